@@ -1,0 +1,7 @@
+"""Llama (and Llama-shaped GGUF models such as SmolLM2): full attention on every layer."""
+
+from leank_core.adapters.base import AttentionAdapter
+
+
+class LlamaAdapter(AttentionAdapter):
+    model_types = ("llama",)

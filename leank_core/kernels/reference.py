@@ -1,0 +1,55 @@
+"""PyTorch reference of the LeanK decode attention: the CPU path and the kernels' test oracle.
+
+Semantics (identical to the Triton kernel): for each sequence ``b`` and query head ``i`` of
+KV head ``h``, one softmax over the valid dense slots (sink + recent ring, full ``q . k``)
+and, if ``counts[h] > 0``, the first ``mid_len[b]`` middle tokens scored with the query
+gathered to the head's kept channels. Scores and softmax in float32; output in q's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from leank_core.kernels.layout import DecodeState, LayerLayout
+
+
+def dense_slot_valid(state: DecodeState, sink: int) -> torch.Tensor:
+    """``[B, S + R]`` bool: which dense slots hold a token of each sequence."""
+    slots = torch.arange(state.dense_k.shape[2], device=state.dense_k.device)
+    in_sink = (slots < sink) & (slots < state.sink_len[:, None])
+    in_ring = (slots >= sink) & (slots - sink < state.recent_len[:, None])
+    return in_sink | in_ring
+
+
+def decode_attention_reference(
+    q: torch.Tensor, state: DecodeState, layout: LayerLayout, scale: float
+) -> torch.Tensor:
+    """Attention output ``[B, H, D]`` for one decode query ``q`` ``[B, H, D]``."""
+    b, h, d = q.shape
+    hkv = layout.num_kv_heads
+    g = h // hkv
+    cap = state.mid_k.shape[-1]
+    qg = q.float().view(b, hkv, g, d)
+
+    s_dense = torch.einsum("bhgd,bhsd->bhgs", qg, state.dense_k.float()) * scale
+    s_dense = s_dense.masked_fill(~dense_slot_valid(state, layout.sink)[:, None, None, :], float("-inf"))
+
+    s_mid = q.new_full((b, hkv, g, cap), float("-inf"), dtype=torch.float32)
+    for count, row, heads in layout.buckets:
+        hs = list(heads)
+        idx = layout.kept_idx[hs, :count].long().to(q.device)  # [nb, c]
+        q_kept = torch.gather(qg[:, hs], -1, idx[None, :, None, :].expand(b, -1, g, -1))
+        k_kept = state.mid_k[:, row : row + len(hs) * count].float().view(b, len(hs), count, cap)
+        s_mid[:, hs] = torch.einsum("bhgc,bhcn->bhgn", q_kept, k_kept) * scale
+    valid_mid = torch.arange(cap, device=q.device)[None, :] < state.mid_len[:, None]
+    s_mid = s_mid.masked_fill(~valid_mid[:, None, None, :], float("-inf"))
+
+    probs = torch.softmax(torch.cat([s_dense, s_mid], dim=-1), dim=-1)
+    p_dense, p_mid = probs.split([s_dense.shape[-1], cap], dim=-1)
+    out = torch.einsum("bhgs,bhsd->bhgd", p_dense, state.dense_v.float())
+    nz = [hh for _, _, heads in layout.buckets for hh in heads]
+    if nz:
+        slots = layout.v_slot[nz].long().to(q.device)
+        mid_v = state.mid_v[:, slots].float()  # [B, n_nz, cap, D]
+        out[:, nz] += torch.einsum("bhgn,bhnd->bhgd", p_mid[:, nz], mid_v)
+    return out.reshape(b, h, d).to(q.dtype)

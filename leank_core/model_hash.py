@@ -1,0 +1,93 @@
+"""A content hash that identifies a model's weights, so a mask is never applied to another model.
+
+What the digest covers (and nothing else):
+
+* the architecture fields that decide attention shapes and positions (``ARCH_FIELDS``
+  below, read from the text config; missing fields hash as null);
+* every parameter, in sorted name order (tied parameters once, under their first name):
+  its name, its shape, and its values canonicalised to little-endian float32 (integer
+  and bool tensors: their own bytes).
+
+Not covered: buffers (e.g. RoPE ``inv_freq``, derived from the config), the dtype the
+model happened to be loaded in (a bf16 checkpoint hashes the same loaded as bf16 or fp32,
+since the upcast is exact), the device, the attention implementation, tokenizer files.
+
+Speed: tensors are streamed in chunks (a GPU tensor is copied to the host one chunk at a
+time, never whole) and hashed per tensor on a thread pool; hashlib releases the GIL, so an
+8B model hashes at memory/sha256 speed across cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+HASH_VERSION = "leank-model-hash-v1"
+CHUNK_ELEMS = 1 << 24  # 64 MiB of float32 per chunk
+
+ARCH_FIELDS = (
+    "model_type",
+    "num_hidden_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_parameters",
+    "rope_theta",
+    "rope_scaling",
+    "tie_word_embeddings",
+    "attention_bias",
+    "sliding_window",
+    "use_sliding_window",
+)
+
+
+def model_hash(model: torch.nn.Module) -> str:
+    """Digest of ``model``'s architecture config and weights (see module docstring)."""
+    return hash_weights(model.config, model.named_parameters())
+
+
+def hash_weights(config: Any, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """Same digest from any stream of named tensors (e.g. gathered ZeRO-3 partitions)."""
+    named = sorted(named_tensors, key=lambda kv: kv[0])
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        digests = list(pool.map(lambda kv: _tensor_digest(*kv), named))
+    top = hashlib.sha256()
+    top.update(HASH_VERSION.encode())
+    top.update(json.dumps(architecture_fields(config), sort_keys=True, default=str).encode())
+    for d in digests:
+        top.update(d)
+    return top.hexdigest()
+
+
+def architecture_fields(config: Any) -> dict[str, Any]:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    out = {}
+    for name in ARCH_FIELDS:
+        value = getattr(text, name, None)
+        out[name] = value.to_dict() if hasattr(value, "to_dict") else value
+    return out
+
+
+def _tensor_digest(name: str, t: torch.Tensor) -> bytes:
+    h = hashlib.sha256()
+    h.update(name.encode())
+    h.update(json.dumps(list(t.shape)).encode())
+    flat = t.detach().reshape(-1)
+    for start in range(0, flat.numel(), CHUNK_ELEMS):
+        chunk = flat[start : start + CHUNK_ELEMS]
+        if chunk.is_floating_point():
+            chunk = chunk.float()
+        elif chunk.dtype == torch.bool:
+            chunk = chunk.to(torch.uint8)
+        h.update(chunk.cpu().contiguous().numpy())  # buffer protocol: no extra copy on CPU
+    return h.digest()

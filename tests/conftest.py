@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny random models built from configs (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedModel, Qwen2Config
+
+TINY = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=1024,
+)
+
+CONFIGS = {
+    "llama": lambda: LlamaConfig(**TINY),
+    "qwen2": lambda: Qwen2Config(**TINY),
+    "mistral": lambda: MistralConfig(**TINY, sliding_window=None),
+}
+
+
+def tiny_model(arch: str = "llama", seed: int = 0, **overrides) -> PreTrainedModel:
+    """A deterministic random tiny causal LM of the given architecture, in eval mode."""
+    config = CONFIGS[arch]()
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture
+def llama() -> PreTrainedModel:
+    return tiny_model("llama")
