@@ -9,10 +9,17 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedModel, Qwen2Config
+from transformers import (
+    AutoModelForCausalLM,
+    ByT5Tokenizer,
+    LlamaConfig,
+    MistralConfig,
+    PreTrainedModel,
+    Qwen2Config,
+)
 
 TINY = dict(
-    vocab_size=256,
+    vocab_size=260,  # >= the byte tokenizer's 259 ids
     hidden_size=64,
     intermediate_size=128,
     num_hidden_layers=2,
@@ -41,3 +48,9 @@ def tiny_model(arch: str = "llama", seed: int = 0, **overrides) -> PreTrainedMod
 @pytest.fixture
 def llama() -> PreTrainedModel:
     return tiny_model("llama")
+
+
+@pytest.fixture
+def byte_tokenizer() -> ByT5Tokenizer:
+    """A byte-level tokenizer that needs no files: one token per byte, ids < 259."""
+    return ByT5Tokenizer(extra_ids=0)
