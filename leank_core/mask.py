@@ -48,10 +48,13 @@ def quantize_importance(alpha: torch.Tensor, ratio: float, align: int) -> torch.
     head_dim = alpha.shape[-1]
     check_ratio_align(ratio, align, head_dim)
     a = alpha.detach().float().cpu()
-    flat = a.flatten().sort().values
-    # The r-quantile as an order statistic: exactly round(r * n) values lie at or below tau.
-    n_drop = int(round(ratio * flat.numel()))
-    above = a > flat[n_drop - 1] if n_drop > 0 else torch.ones_like(a, dtype=torch.bool)
+    # The r-quantile as an order statistic: exactly round(r * n) values fall at or below tau.
+    # Ties at tau (common: clamping sends many alphas to exactly 0) are broken by position,
+    # so the kept total stays exact instead of collapsing when most of alpha is 0.
+    n_drop = int(round(ratio * a.numel()))
+    above = torch.ones(a.numel(), dtype=torch.bool)
+    above[torch.sort(a.flatten(), stable=True).indices[:n_drop]] = False
+    above = above.view_as(a)
     counts = torch.floor(above.sum(-1).float() / align + 0.5).long() * align
     counts = counts.clamp(0, head_dim)
     # Stable descending order: equal scores keep the lower channel index first.
@@ -193,7 +196,7 @@ class LeanKMask:
         tensors = {"mask": self.mask.to(torch.uint8)}
         if self.importance is not None:
             tensors["importance"] = self.importance
-        return save(tensors, metadata=self.metadata())
+        return _canonical_header(save(tensors, metadata=self.metadata()))
 
     def sha256(self) -> str:
         return hashlib.sha256(self.to_bytes()).hexdigest()
@@ -233,6 +236,20 @@ class LeanKMask:
             return cls.from_bytes(path.read_bytes())
         except (ValueError, KeyError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read mask {path}: {e}") from None
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """Rewrite the safetensors JSON header with sorted keys.
+
+    safetensors writes its metadata map in hash order, so the same mask would serialise to
+    different bytes (and sha256) from call to call; the registry and the validation gate
+    identify a mask by that digest. The rewritten header has the same length (same items,
+    same compact separators), so the tensor offsets stay valid.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return data[:8] + text.ljust(n) + data[8 + n :]
 
 
 def _read_metadata(data: bytes) -> dict[str, str]:
