@@ -175,6 +175,13 @@ class LeanKMask:
         values, freq = torch.unique(self.kept_counts(), return_counts=True)
         return {int(v): int(f) for v, f in zip(values, freq)}
 
+    def random_like(self, seed: int) -> "LeanKMask":
+        """A baseline with the same kept count per head but random channels: what learning is worth."""
+        g = torch.Generator().manual_seed(seed)
+        ranks = torch.rand(self.mask.shape, generator=g).argsort(-1).argsort(-1)
+        mask = ranks < self.kept_counts().unsqueeze(-1)
+        return replace(self, mask=mask, importance=None, extra={**self.extra, "baseline": "random", "seed": seed})
+
     def with_identity(self, model_id: str, model_hash: str) -> "LeanKMask":
         return replace(self, model_id=model_id, model_hash=model_hash)
 

@@ -101,3 +101,11 @@ def test_ties_at_the_threshold_do_not_collapse_the_kept_total():
     alpha[0, 0, :2] = 0.5  # far fewer nonzero values than the 50% to keep
     mask = quantize_importance(alpha, 0.5, 4)
     assert abs(int(mask.sum()) - 32) <= 4 * 4 // 2 and bool(mask[0, 0, :2].all())  # half a unit per head
+
+
+def test_random_baseline_keeps_the_per_head_counts_but_not_the_channels():
+    m = LeanKMask.from_importance(random_alpha((3, 4, 32)), 0.7, 8, sink=4, recent=8)
+    r = m.random_like(seed=1)
+    assert torch.equal(r.kept_counts(), m.kept_counts())
+    assert not torch.equal(r.mask, m.mask)
+    assert torch.equal(r.mask, m.random_like(seed=1).mask)
