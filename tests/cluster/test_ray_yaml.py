@@ -122,6 +122,14 @@ def test_every_node_sets_its_ami_and_an_instance_profile(config):
         assert set(node_config.get("IamInstanceProfile", {})) & {"Name", "Arn"}, name
 
 
+def test_nodes_leave_no_disks_behind(config):
+    """Terminated (not stopped) nodes whose volumes go with them: nothing bills after `ray down`."""
+    assert config["provider"]["cache_stopped_nodes"] is False
+    for name, node_type in config["available_node_types"].items():
+        for mapping in node_type["node_config"].get("BlockDeviceMappings", []):
+            assert mapping["Ebs"]["DeleteOnTermination"] is True, name
+
+
 def test_file_holds_no_credentials(text, config):
     hits = [p.pattern for p in SECRET_PATTERNS if p.search(text)]
     assert not hits, f"cluster/ray.yaml matches credential patterns {hits}; use instance profiles"
