@@ -146,10 +146,14 @@ class LossTerms:
 
 
 def split_sample(input_ids: Sequence[int], answer_ids: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(context, continuation) such that the continuation's hidden states predict the answer."""
-    ids = torch.tensor([list(input_ids) + list(answer_ids)], device=device)
-    cut = len(input_ids) - 1
-    return ids[:, :cut], ids[:, cut:-1]
+    """(context, continuation) = (prompt, gold answer tokens).
+
+    The whole prompt is prefilled densely, exactly as ``generate`` does, and the answer tokens
+    are the teacher-forced continuation whose hidden states are compared: inference
+    semantics, where the first answer token is predicted by the dense prefill and every later
+    token is decoded over the compacted cache.
+    """
+    return torch.tensor([list(input_ids)], device=device), torch.tensor([list(answer_ids)], device=device)
 
 
 def compute_loss(
