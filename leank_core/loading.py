@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -29,6 +36,10 @@ class ModelSource:
         """The model in eval mode. Under an active DeepSpeed ZeRO-3 HF config this builds it partitioned."""
         model = AutoModelForCausalLM.from_pretrained(self.path, gguf_file=self.gguf_file, dtype=dtype)
         return model.to(device).eval()
+
+    def config(self) -> PretrainedConfig:
+        """The model config alone (cheap): enough to check options before loading weights."""
+        return AutoConfig.from_pretrained(self.path, gguf_file=self.gguf_file)
 
     def tokenizer(self) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(self.path, gguf_file=self.gguf_file)
