@@ -1,0 +1,96 @@
+"""``leank registry list|show|pull|push|import-reference``.
+
+There is deliberately no command that accepts a mask: only ``leank validate`` does, through
+a passing report. Exit codes: 2 for bad input, 1 for registry or integrity failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from leank_core.mask import LeanKMask
+
+from .errors import RegistryError
+from .ids import parse_ref
+from .registry import MaskRegistry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="leank registry", description=__doc__.splitlines()[0])
+    p.add_argument("--registry", default=None, help="local directory or s3://bucket/prefix (default: embedded store, $LEANK_REGISTRY)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="versions of a model id").add_argument("model_id")
+
+    show = sub.add_parser("show", help="manifest, status and reports of one version (JSON)")
+    show.add_argument("ref", help="org/name or org/name@VERSION (default: newest version)")
+
+    pull = sub.add_parser("pull", help="fetch the newest accepted mask (or --version), verified")
+    pull.add_argument("model_id")
+    pull.add_argument("--version", type=int, default=None)
+    pull.add_argument("--model-hash", default=None, help="hash of the model it will be applied to; refuses others")
+    pull.add_argument("--out", type=Path, default=None, help="write the mask here (default: print the cache path)")
+
+    push = sub.add_parser("push", help="store a mask file as a new candidate version")
+    push.add_argument("mask", type=Path, help="mask .safetensors (LeanKMask.save)")
+    push.add_argument("--manifest", type=Path, default=None, help="JSON file with provenance (training_config, data_recipe)")
+
+    imp = sub.add_parser("import-reference", help="import a reference-format mask (torch 0/1 tensor) as a candidate")
+    imp.add_argument("path", type=Path)
+    imp.add_argument("--model-id", required=True)
+    imp.add_argument("--model-hash", required=True)
+    imp.add_argument("--sink", type=int, default=128)
+    imp.add_argument("--recent", type=int, default=1024)
+    imp.add_argument("--align", type=int, default=None, help="default: inferred from the kept counts")
+    return p
+
+
+def run(args: argparse.Namespace) -> str:
+    """Do the command; return what to print."""
+    registry = MaskRegistry(args.registry)
+    if args.command == "list":
+        rows = registry.list(args.model_id)
+        return "\n".join(
+            f"{args.model_id}@{r['version']}  {r['status']:<9}  ratio={r['ratio']:.3f} align={r['align']}  "
+            f"model={r['model_hash'][:12]}  mask={r['mask_sha256'][:12]}  reports={r['reports']}  {r['created']}"
+            for r in rows
+        )
+    if args.command == "show":
+        ref = parse_ref(args.ref)
+        return json.dumps(registry.show(ref.model_id, ref.version), indent=2, sort_keys=True)
+    if args.command == "pull":
+        path = registry.pull_path(args.model_id, args.version, args.model_hash)
+        if args.out is None:
+            return str(path)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, args.out)
+        return str(args.out)
+    if args.command == "push":
+        manifest = json.loads(args.manifest.read_text()) if args.manifest else {}
+        return f"pushed {registry.push(LeanKMask.load(args.mask), manifest)} (candidate)"
+    mask = LeanKMask.from_reference_file(args.path, sink=args.sink, recent=args.recent, align=args.align,
+                                         model_id=args.model_id, model_hash=args.model_hash)
+    return f"imported {registry.push(mask, {'source': str(args.path)})} (candidate)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        out = run(args)
+    except RegistryError as e:
+        print(f"leank registry: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:  # bad ids, files, JSON
+        print(f"leank registry: {e}", file=sys.stderr)
+        return 2
+    if out:
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
