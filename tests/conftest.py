@@ -6,6 +6,9 @@ import os
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
+# Triton kernels run in the CPU interpreter. Triton decides this when it is first imported
+# (transformers may import it), so it is set here, before anything else.
+os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest
 import torch

@@ -17,4 +17,8 @@ __all__ = ["DecodeState", "LayerLayout", "decode_attention", "decode_attention_r
 
 def decode_attention(q: torch.Tensor, state: DecodeState, layout: LayerLayout, scale: float) -> torch.Tensor:
     """Attention output ``[B, H, D]`` for one decode query ``q`` ``[B, H, D]``."""
+    if q.is_cuda:
+        from leank_core.kernels.triton_decode import decode_attention_triton  # triton only where it runs
+
+        return decode_attention_triton(q, state, layout, scale)
     return decode_attention_reference(q, state, layout, scale)
