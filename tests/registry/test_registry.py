@@ -1,0 +1,249 @@
+"""MaskRegistry against both backends (local directory and a real S3 server process)."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import threading
+
+import pytest
+
+from registry import MaskRef, MaskRegistry, RegistryError
+
+from .conftest import Backend, make_mask
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert text and "\n" not in text
+    return text
+
+
+def passing_report(reg: MaskRegistry, ref: MaskRef, passed: bool = True) -> int:
+    sha = reg.show(ref.model_id, ref.version)["manifest"]["mask_sha256"]
+    return reg.attach_report(ref, {"mask_sha256": sha, "passed": passed, "accuracy": {"full": 90.0}})
+
+
+def test_push_fills_manifest_from_the_stored_bytes(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    mask = make_mask()
+    ref = reg.push(mask, {"training_config": {"lr": 0.01}, "data_recipe": "synthetic-v1"})
+    assert (ref, str(ref)) == (MaskRef("org/m", "abc", 1), "org/m@1")
+    shown = reg.show("org/m", 1)
+    m = shown["manifest"]
+    stored = reg.store.get(m["mask_key"])
+    assert m["mask_sha256"] == hashlib.sha256(stored).hexdigest() == mask.sha256()
+    assert (m["model_id"], m["model_hash"], m["ratio"], m["align"], m["sink"], m["recent"]) == ("org/m", "abc", 0.125, 16, 4, 8)
+    assert m["training_config"] == {"lr": 0.01} and m["data_recipe"] == "synthetic-v1"
+    assert m["code_version"] and m["created"]
+    assert shown["status"] == "candidate" and shown["reports"] == []
+
+
+def test_push_refuses_registry_owned_manifest_keys(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="status"):
+        MaskRegistry(backend.url).push(make_mask(), {"status": "accepted"})
+
+
+def test_push_never_overwrites_same_mask_twice_gives_two_versions(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    assert [reg.push(make_mask()).version for _ in range(2)] == [1, 2]
+    assert [r["version"] for r in reg.list("org/m")] == [1, 2]
+
+
+def _push_from_process(url: str, env: dict[str, str], tag: int, barrier, out) -> None:
+    os.environ.update(env)
+    reg = MaskRegistry(url)
+    barrier.wait()
+    out.put((tag, reg.push(make_mask(tag=tag)).version))
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_eight_concurrent_pushers_get_eight_distinct_readable_versions(backend: Backend, mode: str) -> None:
+    n = 8
+    if mode == "threads":
+        barrier, results = threading.Barrier(n), []
+
+        def push(tag: int) -> None:
+            reg = MaskRegistry(backend.url)
+            barrier.wait()
+            results.append((tag, reg.push(make_mask(tag=tag)).version))
+
+        workers = [threading.Thread(target=push, args=(t,)) for t in range(n)]
+    else:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "registry", "tests.registry.conftest"])
+        barrier, queue = ctx.Barrier(n), ctx.Queue()
+        env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "XDG_"))}
+        workers = [ctx.Process(target=_push_from_process, args=(backend.url, env, t, barrier, queue)) for t in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    if mode == "processes":
+        assert all(w.exitcode == 0 for w in workers)
+        results = [queue.get(timeout=10) for _ in range(n)]
+    assert sorted(v for _, v in results) == list(range(1, n + 1))
+    reg = MaskRegistry(backend.url)
+    for tag, version in results:
+        assert reg.pull("org/m", version, allow_unaccepted=True).extra == {"tag": tag}
+
+
+@pytest.mark.parametrize("damage", ["tampered", "truncated"])
+def test_pull_refuses_a_damaged_mask_object(backend: Backend, damage: str) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    key = reg.show("org/m", 1)["manifest"]["mask_key"]
+    good = reg.store.get(key)
+    bad = make_mask(tag=99).to_bytes() if damage == "tampered" else good[: len(good) // 2]
+    backend.overwrite(key, bad)
+    with pytest.raises(RegistryError, match="does not match its manifest sha256") as err:
+        reg.pull("org/m", ref.version, allow_unaccepted=True)
+    one_line(err)
+
+
+def test_cached_copy_is_verified_on_reuse(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    mask = make_mask()
+    reg.push(mask)
+    path = reg.pull_path("org/m", 1, allow_unaccepted=True)
+    path.write_bytes(b"corrupted cache")
+    assert reg.pull("org/m", 1, allow_unaccepted=True).sha256() == mask.sha256()
+    assert path.read_bytes() == mask.to_bytes()
+
+
+class FailingStore:
+    """Delegates to a real store but fails every create whose key contains `fail_on`."""
+
+    def __init__(self, store, fail_on: str) -> None:
+        self.store, self.fail_on, self.url = store, fail_on, store.url
+
+    def create(self, key: str, data: bytes) -> bool:
+        if self.fail_on in key:
+            raise RegistryError("injected upload failure")
+        return self.store.create(key, data)
+
+    def get(self, key: str) -> bytes | None:
+        return self.store.get(key)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.store.list(prefix)
+
+
+@pytest.mark.parametrize("fail_on", ["/masks/", "manifest.json"])
+def test_a_failed_upload_never_becomes_a_version(backend: Backend, fail_on: str) -> None:
+    reg = MaskRegistry(backend.url)
+    reg.store = FailingStore(reg.store, fail_on)
+    with pytest.raises(RegistryError, match="injected"):
+        reg.push(make_mask())
+    clean = MaskRegistry(backend.url)
+    with pytest.raises(RegistryError, match="no masks for model id"):
+        clean.list("org/m")
+    assert clean.push(make_mask()).version == 1
+
+
+def test_pull_returns_newest_accepted_never_candidate_or_rejected(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    refs = [reg.push(make_mask(tag=t)) for t in range(4)]
+    reg.accept(refs[0], passing_report(reg, refs[0]))
+    reg.accept(refs[1], passing_report(reg, refs[1]))
+    reg.reject(refs[3], passing_report(reg, refs[3], passed=False))
+    assert reg.pull("org/m").extra == {"tag": 1}
+    assert [r["status"] for r in reg.list("org/m")] == ["accepted", "accepted", "candidate", "rejected"]
+    for version in (3, 4):
+        with pytest.raises(RegistryError, match="not accepted") as err:
+            reg.pull("org/m", version)
+        one_line(err)
+    assert reg.pull("org/m", 3, allow_unaccepted=True).extra == {"tag": 2}
+
+
+def test_pull_with_no_accepted_version_is_refused(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    reg.push(make_mask())
+    with pytest.raises(RegistryError, match="no accepted version") as err:
+        reg.pull("org/m")
+    one_line(err)
+
+
+def test_pull_for_a_model_with_another_hash_is_refused(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask(model_hash="abc"))
+    reg.accept(ref, passing_report(reg, ref))
+    assert reg.pull("org/m", model_hash="abc").model_hash == "abc"
+    for version in (None, 1):
+        with pytest.raises(RegistryError, match="learned for model hash abc, this model is def") as err:
+            reg.pull("org/m", version, model_hash="def")
+        one_line(err)
+
+
+def test_pull_by_hash_picks_the_newest_accepted_for_that_hash(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    for h in ("abc", "def"):
+        ref = reg.push(make_mask(model_hash=h))
+        reg.accept(ref, passing_report(reg, ref))
+    assert reg.pull("org/m", model_hash="abc").model_hash == "abc"
+    assert reg.pull("org/m").model_hash == "def"
+
+
+def test_accept_needs_an_existing_passing_report_for_these_bytes(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    with pytest.raises(RegistryError, match="has no report 1"):
+        reg.accept(ref, 1)
+    failing = passing_report(reg, ref, passed=False)
+    with pytest.raises(RegistryError, match="did not pass"):
+        reg.accept(ref, failing)
+    other = reg.attach_report(ref, {"mask_sha256": make_mask(tag=5).sha256(), "passed": True})
+    with pytest.raises(RegistryError, match="validate this version"):
+        reg.accept(ref, other)
+    assert reg.show("org/m", 1)["status"] == "candidate"
+    good = passing_report(reg, ref)
+    assert (failing, other, good) == (1, 2, 3)
+    reg.accept(ref, good)
+    shown = reg.show("org/m", 1)
+    assert shown["status"] == "accepted" and shown["decision"]["report_id"] == 3
+    assert [r["id"] for r in shown["reports"]] == [1, 2, 3]
+
+
+def test_a_decision_is_final(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    reg.reject(ref, passing_report(reg, ref, passed=False))
+    with pytest.raises(RegistryError, match="already rejected"):
+        reg.accept(ref, passing_report(reg, ref))
+    assert reg.show("org/m", 1)["status"] == "rejected"
+
+
+def test_reports_must_carry_sha_and_verdict(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    with pytest.raises(ValueError, match="mask_sha256"):
+        reg.attach_report(ref, {"passed": True})
+
+
+def test_resolve_fills_in_the_newest_version_of_any_status(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    reg.push(make_mask())
+    reg.push(make_mask(model_hash="def"))
+    assert reg.resolve(MaskRef("org/m")) == MaskRef("org/m", "def", 2)
+
+
+def test_unknown_model_id_is_a_one_line_error(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    reg.push(make_mask())
+    for call in (lambda: reg.list("org/other"), lambda: reg.pull("org/other"), lambda: reg.show("org/other")):
+        with pytest.raises(RegistryError, match="no masks for model id 'org/other'") as err:
+            call()
+        one_line(err)
+    with pytest.raises(RegistryError, match="org/m@7 does not exist"):
+        reg.pull("org/m", 7)
+
+
+@pytest.mark.parametrize("bad", ["../etc", "org/../../x", "/abs/name", "org", "org/name/extra", "org/na\nme", "org/.."])
+def test_model_ids_that_could_escape_the_prefix_are_refused(backend: Backend, bad: str) -> None:
+    reg = MaskRegistry(backend.url)
+    with pytest.raises(ValueError, match="invalid model id") as err:
+        reg.pull(bad)
+    one_line(err)
+    with pytest.raises(ValueError, match="invalid model id"):
+        reg.push(make_mask(model_id=bad))
