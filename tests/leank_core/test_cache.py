@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from transformers import DynamicCache
 
-from leank_core.cache import LeanKCache, apply, memory_report
+from leank_core.cache import GROWTH_CHUNK, LeanKCache, apply, cache_kwargs, memory_report
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import model_hash
 from leank_core.training import continuation_hidden, prefill
 from tests.conftest import tiny_model
 
 SINK, RECENT = 4, 8
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def peaked_model(arch: str = "llama", dtype: torch.dtype = torch.float32):
+def peaked_model(arch: str = "llama", dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """A tiny model whose attention is not uniform, so masks really change the logits."""
     model = tiny_model(arch)
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.q_proj.weight.mul_(10)
             layer.self_attn.k_proj.weight.mul_(10)
-    return model.to(dtype)
+    return model.to(device, dtype)
 
 
 def identity_mask(model) -> LeanKMask:
@@ -40,24 +44,34 @@ def random_mask(model, seed=0) -> LeanKMask:
     return mask
 
 
-def generate(model, ids, mask=None, new=30, attention_mask=None):
-    cache = LeanKCache(mask, model.config) if mask is not None else None
+def generate(model, ids, mask=None, new=30, attention_mask=None, **options):
+    """Greedy generation; returns (new tokens, per-step logits [B, new, V], the cache used)."""
+    cache = LeanKCache(mask, model.config) if mask is not None else DynamicCache()
     out = model.generate(ids, attention_mask=attention_mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                         past_key_values=cache, output_logits=True, return_dict_in_generate=True,
-                         pad_token_id=0)
+                         output_logits=True, return_dict_in_generate=True, pad_token_id=0,
+                         **cache_kwargs(model, cache), **options)
     return out.sequences[:, ids.shape[1]:], torch.stack(out.logits, 1), cache
 
 
-def prompt(n, seed=1, batch=1):
-    return torch.randint(3, 259, (batch, n), generator=torch.Generator().manual_seed(seed))
+def prompt(n, seed=1, batch=1, device="cpu"):
+    return torch.randint(3, 259, (batch, n), generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+@torch.no_grad()
+def oracle_logits(model, context, continuation, mask):
+    """Training-side masked forward with inference semantics: dense context, then LeanK over the continuation."""
+    h = continuation_hidden(model, prefill(model, context), continuation, mask.mask.float(), mask.sink, mask.recent,
+                            mask.kept_counts() == 0)
+    return model.lm_head(h)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
-def test_identity_mask_generates_exactly_what_the_dynamic_cache_does(arch):
-    model = peaked_model(arch)
+@pytest.mark.parametrize("device", DEVICES)
+def test_identity_mask_generates_exactly_what_the_dynamic_cache_does(arch, device):
+    model = peaked_model(arch, device=device)
     mask = identity_mask(model)
     apply(model, mask)
-    ids = prompt(30)
+    ids = prompt(30, device=device)
     tokens, logits, _ = generate(model, ids)
     lean_tokens, lean_logits, _ = generate(model, ids, mask)
     assert torch.equal(tokens, lean_tokens)
@@ -65,40 +79,88 @@ def test_identity_mask_generates_exactly_what_the_dynamic_cache_does(arch):
 
 
 @pytest.mark.parametrize("prompt_len", [5, SINK + RECENT, SINK + RECENT + 1, 40])
-def test_decode_logits_equal_the_training_side_masked_forward(prompt_len):
+@pytest.mark.parametrize("device", DEVICES)
+def test_decode_logits_equal_the_training_side_masked_forward(prompt_len, device):
     """Short prompts, the exact sink+recent boundary and long ones; 30 tokens cross into the middle."""
-    model = peaked_model()
+    model = peaked_model(device=device)
     mask = random_mask(model)
     apply(model, mask)
-    ids = prompt(prompt_len)
+    ids = prompt(prompt_len, device=device)
     tokens, logits, _ = generate(model, ids, mask)
+    # step 0 comes from the dense prompt pass; step i decodes generated token i-1
     with torch.no_grad():
-        h = continuation_hidden(model, prefill(model, ids), tokens[:, :-1], mask.mask.float(), SINK, RECENT,
-                                mask.kept_counts() == 0)
-        oracle = model.lm_head(h)
-    assert torch.allclose(logits[:, 1:], oracle, atol=1e-4)
+        assert torch.allclose(logits[:, 0], model(ids).logits[:, -1], atol=1e-4)
+    assert torch.allclose(logits[:, 1:], oracle_logits(model, ids, tokens[:, :-1], mask), atol=1e-4)
     # and the mask matters on this model: the full cache decodes different logits
     _, full_logits, _ = generate(model, ids)
     assert not torch.allclose(full_logits, logits, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mistral"])
+def test_other_architectures_decode_like_the_training_side_forward(arch):
+    model = peaked_model(arch)
+    mask = random_mask(model, seed=3)
+    apply(model, mask)
+    ids = prompt(25)
+    tokens, logits, _ = generate(model, ids, mask)
+    assert torch.allclose(logits[:, 1:], oracle_logits(model, ids, tokens[:, :-1], mask), atol=1e-4)
+
+
+def test_multi_token_call_after_the_prompt_runs_with_decode_semantics():
+    """A second chunk of input (e.g. a follow-up turn) is decoded token by token, matching the oracle."""
+    model = peaked_model()
+    mask = random_mask(model)
+    apply(model, mask)
+    ids, follow_up = prompt(15), prompt(25, seed=4)
+    cache = LeanKCache(mask, model.config)
+    with torch.no_grad():
+        model(ids, **cache_kwargs(model, cache))
+        logits = model(follow_up, **cache_kwargs(model, cache)).logits
+    assert cache.get_seq_length() == 40
+    assert torch.allclose(logits, oracle_logits(model, ids, follow_up, mask), atol=1e-4)
+
+
+def left_padded(rows):
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = r
+        attn[i, width - len(r):] = 1
+    return ids, attn
 
 
 def test_left_padded_batch_rows_equal_their_own_unpadded_runs():
     model = peaked_model()
     mask = random_mask(model, seed=2)
     apply(model, mask)
-    lengths = [25, 17, 6]
-    rows = [prompt(n, seed=10 + i)[0] for i, n in enumerate(lengths)]
-    width = max(lengths)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = r
-        attn[i, width - len(r):] = 1
+    rows = [prompt(n, seed=10 + i)[0] for i, n in enumerate([25, 17, 6])]
+    ids, attn = left_padded(rows)
     batch_tokens, batch_logits, _ = generate(model, ids, mask, new=20, attention_mask=attn)
     for i, r in enumerate(rows):
         tokens, logits, _ = generate(model, r[None], mask, new=20)
         assert torch.equal(batch_tokens[i], tokens[0])
         assert torch.allclose(batch_logits[i], logits[0], atol=1e-4)
+
+
+def test_right_padded_prompts_are_refused():
+    model = peaked_model()
+    mask = random_mask(model)
+    apply(model, mask)
+    ids, attn = left_padded([prompt(10)[0], prompt(6)[0]])
+    with pytest.raises(ValueError, match="left-padded"):
+        generate(model, ids.flip(1), mask, new=2, attention_mask=attn.flip(1))
+
+
+def test_beam_search_with_the_identity_mask_matches_the_dynamic_cache():
+    """Beam search reorders cache rows every step (reorder_cache)."""
+    model = peaked_model()
+    mask = identity_mask(model)
+    apply(model, mask)
+    ids = prompt(20)
+    tokens, _, _ = generate(model, ids, new=15, num_beams=3)
+    lean_tokens, _, _ = generate(model, ids, mask, new=15, num_beams=3)
+    assert torch.equal(tokens, lean_tokens)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -109,32 +171,96 @@ def test_half_precision_decode_matches_the_masked_forward_in_the_same_dtype(dtyp
     ids = prompt(30)
     tokens, logits, cache = generate(model, ids, mask, new=20)
     assert cache.layers[0].mid_k.dtype == dtype
-    with torch.no_grad():
-        h = continuation_hidden(model, prefill(model, ids), tokens[:, :-1], mask.mask.float(), SINK, RECENT,
-                                mask.kept_counts() == 0)
-        oracle = model.lm_head(h).float()
-    assert torch.allclose(logits[:, 1:].float(), oracle, atol=0.05)
+    assert torch.allclose(logits[:, 1:].float(), oracle_logits(model, ids, tokens[:, :-1], mask).float(), atol=0.05)
 
 
-def test_allocated_middle_bytes_match_the_kept_fractions():
+def test_allocated_middle_bytes_are_the_kept_fractions_of_dense():
+    """With every allocated middle column in use, K bytes = kept fraction x dense and V bytes = nonzero-head fraction."""
     model = peaked_model()
     mask = random_mask(model)
     apply(model, mask)
-    _, _, cache = generate(model, prompt(60), mask, new=5)
+    _, _, cache = generate(model, prompt(SINK + RECENT + GROWTH_CHUNK), mask, new=1)
+    cfg = model.config
+    dense_middle = cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4 * GROWTH_CHUNK  # fp32, batch 1
+    for layer in cache.layers:
+        assert layer.mid_k.shape[-1] == int(layer.state().mid_len[0]) == GROWTH_CHUNK
+    k_bytes = sum(layer.mid_k.untyped_storage().nbytes() for layer in cache.layers)
+    v_bytes = sum(layer.mid_v.untyped_storage().nbytes() for layer in cache.layers)
+    assert k_bytes / dense_middle == pytest.approx(mask.k_fraction_kept, rel=0.01)
+    assert v_bytes / dense_middle == pytest.approx(mask.v_fraction_kept, rel=0.01)
     mem = cache.memory()
-    assert mem["middle_k"] / mem["dense_equivalent_middle_k"] == pytest.approx(mask.k_fraction_kept, rel=0.01)
-    assert mem["middle_v"] / mem["dense_equivalent_middle_k"] == pytest.approx(mask.v_fraction_kept, rel=0.01)
-    assert mem["allocated"] >= mem["dense_kv"] + mem["middle_k"] + mem["middle_v"]
-    assert "middle K stored" in memory_report(cache)
+    assert 1 - mem.k_saving == pytest.approx(mask.k_fraction_kept, rel=0.01)
+    assert f"({1 - mask.k_fraction_kept:.1%} saved)" in memory_report(cache)
 
 
-def test_middle_storage_grows_in_chunks_not_per_token():
+def _tensors_reachable(obj, seen=None) -> list[torch.Tensor]:
+    """Every tensor reachable through attributes, dataclass fields and containers."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        children = list(obj)
+    elif isinstance(obj, dict):
+        children = list(obj.values())
+    elif dataclasses.is_dataclass(obj):
+        children = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    elif hasattr(obj, "__dict__"):
+        children = list(vars(obj).values())
+    else:
+        return []
+    return [t for child in children for t in _tensors_reachable(child, seen)]
+
+
+def test_nbytes_counts_every_tensor_the_cache_holds():
     model = peaked_model()
     mask = random_mask(model)
     apply(model, mask)
-    _, _, cache = generate(model, prompt(20), mask, new=40)
+    _, _, cache = generate(model, prompt(30), mask, new=10)
+    held = _tensors_reachable(cache.layers)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
+    assert cache.nbytes() == sum(storages.values())
+    assert cache.memory().allocated == cache.nbytes()
+    assert cache.memory().dense_equivalent == 2 * 2 * 2 * 16 * 4 * 39  # K+V, layers, kv heads, D, fp32, tokens
+
+
+def test_middle_storage_grows_one_chunk_at_a_time_not_per_token():
+    model = peaked_model()
+    mask = random_mask(model)
+    apply(model, mask)
+    cache = LeanKCache(mask, model.config)
     layer = cache.layers[0]
-    assert layer.mid_k.shape[-1] % 256 == 0 and int(layer.mid_len[0]) == 20 + 40 - 1 - SINK - RECENT
+    token = prompt(1, seed=7)
+    with torch.no_grad():
+        model(prompt(SINK + RECENT + GROWTH_CHUNK - 5), **cache_kwargs(model, cache))
+        buffers = {layer.mid_k.data_ptr()}
+        for _ in range(10):
+            model(token, **cache_kwargs(model, cache))
+            buffers.add(layer.mid_k.data_ptr())
+    assert len(buffers) == 2 and layer.mid_k.shape[-1] == 2 * GROWTH_CHUNK
+    assert int(layer.state().mid_len[0]) == GROWTH_CHUNK + 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_decode_step_does_not_synchronise_with_the_host():
+    model = peaked_model(device="cuda")
+    mask = random_mask(model)
+    apply(model, mask)
+    cache = LeanKCache(mask, model.config)
+    with torch.no_grad():
+        model(prompt(GROWTH_CHUNK, device="cuda"), **cache_kwargs(model, cache))
+    layer = cache.layers[0]
+    step = torch.randn(1, 2, 1, 16, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            layer._append(step[:, :, 0], step[:, :, 0])
+            layer.state()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_masks_for_another_model_are_refused():
@@ -149,3 +275,9 @@ def test_masks_for_another_model_are_refused():
         apply(model, wrong_shape, allow_hash_mismatch=True)
     with pytest.raises(ValueError, match="does not match"):
         LeanKCache(wrong_shape, model.config)
+
+
+def test_a_cache_for_a_model_without_the_hook_is_refused():
+    model = peaked_model()
+    with pytest.raises(ValueError, match="apply"):
+        LeanKCache(random_mask(model), model.config)
