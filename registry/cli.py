@@ -20,7 +20,7 @@ from .registry import MaskRegistry
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="leank registry", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="leank registry", description="Publish, inspect and fetch LeanK masks; only a passing validation report (leank validate) accepts one.")
     p.add_argument("--registry", default=None, help="local directory or s3://bucket/prefix (default: embedded store, $LEANK_REGISTRY)")
     sub = p.add_subparsers(dest="command", required=True)
 

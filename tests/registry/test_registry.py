@@ -247,3 +247,11 @@ def test_model_ids_that_could_escape_the_prefix_are_refused(backend: Backend, ba
     one_line(err)
     with pytest.raises(ValueError, match="invalid model id"):
         reg.push(make_mask(model_id=bad))
+
+
+def test_default_registry_is_a_local_directory_in_the_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    assert MaskRegistry().url == str(tmp_path / "cache" / "leank" / "registry")
+    monkeypatch.setenv("LEANK_REGISTRY", str(tmp_path / "elsewhere"))
+    reg = MaskRegistry()
+    reg.push(make_mask())
+    assert (tmp_path / "elsewhere" / "org" / "m" / "versions" / "000001" / "manifest.json").is_file()
