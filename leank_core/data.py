@@ -37,15 +37,33 @@ TRAIN_TASKS: tuple[str, ...] = ("passkey", "niah_single", "niah_multikey", "niah
 SPLITS = ("train", "eval")
 LENGTH_TOLERANCE = 16  # a prompt is at most this many tokens shorter than its target length
 
-# Difficulty: distractor needles share the target's format, so a model must match the key,
-# not just spot "a number"; uuids (every other niah_single/multikey sample) are harder than numbers.
-NEEDLES = 4       # keys in niah_multikey (1 target + 3 distractors) and niah_multiquery
-VALUES = 3        # values under the one key of niah_multivalue
-QUERIES = 2       # keys asked at once in niah_multiquery
-HOPS = 4          # variable_tracking: one value passed along HOPS assignments (HOPS + 1 names)
-COMMON = 5        # common_words: how many most-common words are asked for
-FREQUENT = 3      # frequent_words: how many most-frequent coded words are asked for
 ZIPF = 2.0        # frequent_words: word frequencies ~ 1 / rank**ZIPF (as in RULER)
+
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """How many needles, values and asked words each task has.
+
+    Harder settings make a damaging mask show sooner; the defaults should stay solvable by a
+    small model with full attention. Distractor needles share the target's format, so a
+    model must match the key, not just spot "a number"; uuids (every other niah_single /
+    niah_multikey sample) are harder than numbers.
+    """
+
+    needles: int = 4   # keys in niah_multikey (1 asked, the rest distractors) and niah_multiquery
+    values: int = 3    # values under the one key of niah_multivalue
+    queries: int = 2   # keys asked at once in niah_multiquery
+    hops: int = 4      # variable_tracking: one value passed along `hops` assignments
+    common: int = 5    # common_words: most common words asked for
+    frequent: int = 3  # frequent_words: most frequent coded words asked for
+
+    def __post_init__(self) -> None:
+        if min(asdict(self).values()) < 1 or max(asdict(self).values()) > 50:
+            raise ValueError(f"every Difficulty field must be in [1, 50], got {asdict(self)}")
+        if self.queries > self.needles:
+            raise ValueError(f"Difficulty.queries ({self.queries}) cannot exceed needles ({self.needles})")
+
 
 FEATURES = Features({
     "task": Value("string"), "length": Value("int64"), "index": Value("int64"), "prompt": Value("string"),
@@ -375,6 +393,7 @@ class Context:
     passkey_sentences: tuple[str, ...]
     words: tuple[str, ...]
     counter: TokenCounter
+    difficulty: Difficulty
     index: int
     n: int
 
@@ -423,9 +442,9 @@ def _passkey(ctx: Context, rng: random.Random, task: str, length: int) -> Draft:
 
 
 def _niah(ctx: Context, rng: random.Random, task: str, length: int) -> Draft:
-    p, kind = ctx.phrasing, _kind(ctx, task)
-    n_keys = {"niah_single": 1, "niah_multivalue": 1}.get(task, NEEDLES)
-    n_values = VALUES if task == "niah_multivalue" else 1
+    p, kind, d = ctx.phrasing, _kind(ctx, task), ctx.difficulty
+    n_keys = {"niah_single": 1, "niah_multivalue": 1}.get(task, d.needles)
+    n_values = d.values if task == "niah_multivalue" else 1
     keys = _keys(ctx, rng, n_keys)
     values = _distinct(rng, lambda: _value(rng, kind), n_keys * n_values)
     pairs = [(keys[i // n_values], v) for i, v in enumerate(values)]
@@ -436,7 +455,7 @@ def _niah(ctx: Context, rng: random.Random, task: str, length: int) -> Draft:
         asked = keys
         answers = [v for _, (_, v) in sorted(zip(depths, pairs))]  # in order of appearance
     elif task == "niah_multiquery":
-        asked = rng.sample(keys, QUERIES)
+        asked = rng.sample(keys, d.queries)
         answers = [dict(pairs)[k] for k in asked]
     else:
         asked, answers = keys[:1], values[:1]
@@ -450,7 +469,7 @@ def _niah(ctx: Context, rng: random.Random, task: str, length: int) -> Draft:
 def _variable_tracking(ctx: Context, rng: random.Random, task: str, length: int) -> Draft:
     p = ctx.phrasing
     value = _number(rng, 5)
-    names = _distinct(rng, lambda: "".join(rng.choices(p.var_letters, k=5)), HOPS + 1)
+    names = _distinct(rng, lambda: "".join(rng.choices(p.var_letters, k=5)), ctx.difficulty.hops + 1)
     steps = [p.vt_first.format(name=names[0], value=value)]
     steps += [p.vt_link.format(name=b, prev=a) for a, b in zip(names, names[1:])]
     depths = sorted(rng.random() for _ in steps)  # a chain is stated in order
@@ -460,33 +479,33 @@ def _variable_tracking(ctx: Context, rng: random.Random, task: str, length: int)
 
 
 def _common_words(ctx: Context, rng: random.Random, task: str, length: int) -> Draft:
-    """COMMON words repeated ``reps`` times among distractors that each appear fewer times."""
-    p = ctx.phrasing
+    """``common`` words repeated ``reps`` times among distractors that each appear fewer times."""
+    p, k = ctx.phrasing, ctx.difficulty.common
     vocab = list(ctx.words)
     rng.shuffle(vocab)
-    answers, distractors = vocab[:COMMON], vocab[COMMON:]
-    question = p.cwe_question.format(n=COMMON)
-    reps = max(2, round(0.3 * ctx.items(length, p.cwe_head, question, " {},") / COMMON))  # answers fill ~30%
+    answers, distractors = vocab[:k], vocab[k:]
+    question = p.cwe_question.format(n=k)
+    reps = max(2, round(0.3 * ctx.items(length, p.cwe_head, question, " {},") / k))  # answers fill ~30%
     fixed = [(rng.random(), f" {w},") for w in answers for _ in range(reps)]
     return Draft(p.cwe_head, fixed, "\n\n" + question, answers, [], [f" {w}," for w in distractors], cap=reps - 1)
 
 
 def _frequent_words(ctx: Context, rng: random.Random, task: str, length: int) -> Draft:
-    """Coded text with Zipf word frequencies; the FREQUENT top words have strictly larger counts."""
-    p = ctx.phrasing
+    """Coded text with Zipf word frequencies; the ``frequent`` top words have strictly larger counts."""
+    p, k = ctx.phrasing, ctx.difficulty.frequent
     vocab = list(ctx.words)
     rng.shuffle(vocab)
-    question = p.fwe_question.format(n=FREQUENT)
+    question = p.fwe_question.format(n=k)
     items = ctx.items(length, p.fwe_head, question, " {}")
     zipf = [1 / r ** ZIPF for r in range(1, len(vocab) + 1)]
     total = sum(zipf)
     counts: list[int] = []
-    for w in zipf[:FREQUENT][::-1]:  # from the FREQUENT-th word up: strictly increasing
+    for w in zipf[:k][::-1]:  # from the k-th word up: strictly increasing
         counts.insert(0, max(round(items * w / total), counts[0] + 1 if counts else 2))
-    answers = vocab[:FREQUENT]
+    answers = vocab[:k]
     fixed = [(rng.random(), f" {w}") for w, c in zip(answers, counts) for _ in range(c)]
-    return Draft(p.fwe_head.format(n=FREQUENT), fixed, "\n\n" + question, answers, [],
-                 [f" {w}" for w in vocab[FREQUENT:]], weights=zipf[FREQUENT:], cap=counts[-1] - 1)
+    return Draft(p.fwe_head.format(n=k), fixed, "\n\n" + question, answers, [],
+                 [f" {w}" for w in vocab[k:]], weights=zipf[k:], cap=counts[-1] - 1)
 
 
 _BUILDERS: dict[str, Callable[[Context, random.Random, str, int], Draft]] = {
@@ -503,10 +522,10 @@ _BUILDERS: dict[str, Callable[[Context, random.Random, str, int], Draft]] = {
 class _Generator:
     """Samples of one split under one tokenizer; pools are built and tokenized once."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, split: str):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, split: str, difficulty: Difficulty):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}: use 'train' or 'eval'")
-        self.split, self.counter = split, TokenCounter(tokenizer)
+        self.split, self.counter, self.difficulty = split, TokenCounter(tokenizer), difficulty
         p = PHRASINGS[split]
         self.phrasing = p
         self.sentences = tuple(" " + s for s in _sentences(p.haystack, p.slots, f"{split}/haystack"))
@@ -515,7 +534,7 @@ class _Generator:
 
     def sample(self, task: str, length: int, index: int, n: int, seed: int) -> dict[str, Any]:
         rng = random.Random(f"leank-data/{self.split}/{seed}/{task}/{length}/{index}")
-        ctx = Context(self.phrasing, self.sentences, self.passkey_sentences, self.words, self.counter, index, n)
+        ctx = Context(self.phrasing, self.sentences, self.passkey_sentences, self.words, self.counter, self.difficulty, index, n)
         draft = _BUILDERS[task](ctx, rng, task, length)
         prompt, ids = realize(draft, task, length, self.counter, rng)
         return {
@@ -541,6 +560,8 @@ def make_samples(
     lengths: Sequence[int],
     n_per_cell: int,
     seed: int,
+    *,
+    difficulty: Difficulty = Difficulty(),
 ) -> Dataset:
     """``n_per_cell`` samples for every task x length, deterministic in (split, seed).
 
@@ -553,12 +574,12 @@ def make_samples(
     len(input_ids) <= length``) and ``answer_ids`` (the gold continuation
     ``" " + ", ".join(answers) + "."``, no special tokens).
     Each sample has its own rng keyed by (split, seed, task, length, index), so a cell does
-    not change when other tasks or lengths are added.
+    not change when other tasks or lengths are added. ``difficulty`` sets needle and answer counts.
     """
     _check(tasks, lengths)
     if n_per_cell < 1:
         raise ValueError(f"n_per_cell must be >= 1, got {n_per_cell}")
-    gen = _Generator(tokenizer, split)
+    gen = _Generator(tokenizer, split, difficulty)
     rows = [gen.sample(t, length, i, n_per_cell, seed) for t in tasks for length in lengths for i in range(n_per_cell)]
     return Dataset.from_list(rows, features=FEATURES)
 
@@ -580,9 +601,15 @@ class DataRecipe:
     max_length: int = 4096
     n_samples: int = 256
     seed: int = 0
+    difficulty: Difficulty = Difficulty()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
+        if isinstance(self.difficulty, dict):  # as read back from JSON
+            unknown = set(self.difficulty) - set(Difficulty.__dataclass_fields__)
+            if unknown:
+                raise ValueError(f"unknown Difficulty fields {sorted(unknown)}: expected {sorted(Difficulty.__dataclass_fields__)}")
+            object.__setattr__(self, "difficulty", Difficulty(**self.difficulty))
         _check(self.tasks, [self.min_length, self.max_length])
         if not self.tasks:
             raise ValueError("DataRecipe.tasks is empty: name at least one of " + ", ".join(TRAIN_TASKS))
@@ -614,7 +641,7 @@ def make_training_samples(tokenizer: PreTrainedTokenizerBase, recipe: DataRecipe
     Same columns as :func:`make_samples`. For data-parallel training give each worker
     ``dataset.shard(num_shards=world_size, index=rank)`` (``datasets.Dataset.shard``).
     """
-    gen = _Generator(tokenizer, "train")
+    gen = _Generator(tokenizer, "train", recipe.difficulty)
     tasks = recipe.tasks
     rows = [gen.sample(tasks[i % len(tasks)], length, i, recipe.n_samples, recipe.seed)
             for i, length in enumerate(recipe.lengths())]

@@ -10,7 +10,7 @@ import pytest
 from transformers import ByT5Tokenizer
 
 from leank_core.data import (
-    FEATURES, LENGTH_TOLERANCE, TASKS, TRAIN_TASKS, DataRecipe, TokenCounter, make_samples, make_training_samples,
+    FEATURES, LENGTH_TOLERANCE, TASKS, TRAIN_TASKS, DataRecipe, Difficulty, TokenCounter, make_samples, make_training_samples,
     score,
 )
 
@@ -99,7 +99,20 @@ def test_retrieval_answers_are_written_in_the_context(split, eval_set, train_set
 def test_multikey_has_distractor_needles_of_the_same_format(eval_set):
     for row in eval_set:
         if row["task"] == "niah_multikey":
-            assert context_of(row).count("One of the special magic") == 4
+            assert context_of(row).count("One of the special magic") == Difficulty().needles
+
+
+def test_difficulty_sets_needle_and_answer_counts(tok):
+    hard = Difficulty(needles=7, values=5, queries=3, hops=6, common=8, frequent=4)
+    ds = make_samples(tok, "eval", TASKS, [2048], 1, seed=0, difficulty=hard)
+    row = {r["task"]: r for r in ds}
+    assert context_of(row["niah_multikey"]).count("One of the special magic") == 7
+    assert [len(row[t]["answers"]) for t in ("niah_multivalue", "niah_multiquery", "variable_tracking")] == [5, 3, 7]
+    assert [len(row[t]["answers"]) for t in ("common_words", "frequent_words")] == [8, 4]
+    with pytest.raises(ValueError, match="queries"):
+        Difficulty(needles=2, queries=3)
+    with pytest.raises(ValueError, match="Difficulty field"):
+        Difficulty(hops=0)
 
 
 def test_the_asked_needle_moves_through_the_context_with_index(tok):
@@ -166,7 +179,8 @@ def test_training_recipe_lengths_tasks_and_determinism(tok):
 
 
 def test_recipe_round_trips_and_rejects_nonsense():
-    recipe = DataRecipe(tasks=("passkey",), min_length=512, max_length=4096, n_samples=3, seed=9)
+    recipe = DataRecipe(tasks=("passkey",), min_length=512, max_length=4096, n_samples=3, seed=9,
+                        difficulty=Difficulty(needles=6))
     assert DataRecipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
     with pytest.raises(ValueError, match="min_length"):
         DataRecipe(min_length=4096, max_length=1024)
@@ -174,6 +188,8 @@ def test_recipe_round_trips_and_rejects_nonsense():
         DataRecipe(tasks=("sudoku",))
     with pytest.raises(ValueError, match="unknown DataRecipe fields"):
         DataRecipe.from_dict({"steps": 3})
+    with pytest.raises(ValueError, match="unknown Difficulty fields"):
+        DataRecipe.from_dict({"difficulty": {"keys": 3}})
 
 
 @pytest.mark.slow
