@@ -1,15 +1,18 @@
 """Launch code for the fused LeanK decode kernels (``decode_kernel.py``); same contract as the reference.
 
-Two launches per layer and step: the split kernel over ``B * H_kv`` heads × (middle splits
-+ 1 dense split), then the log-sum-exp merge over ``B * H`` query heads. The number of
-middle splits depends only on static shapes (the middle capacity, the SM count), never on
-device lengths, so a step is CUDA-graph friendly and needs no host sync; splits beyond a
-sequence's middle length exit immediately.
+Per layer and step: one split kernel over ``B * H_kv`` KV heads × (middle splits + dense
+splits), then a small log-sum-exp merge over ``B * H`` query heads. The split plan depends
+only on static shapes (batch, heads, middle capacity, SM count), never on device lengths, so
+a step needs no host sync and is CUDA-graph friendly; slices beyond a sequence's middle
+length exit at once. Shapes that change while decoding (capacity, split count, kept rows)
+are runtime arguments, so a growing cache does not recompile the kernel.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -17,8 +20,24 @@ import triton
 from leank_core.kernels.decode_kernel import leank_merge_kernel, leank_split_kernel
 from leank_core.kernels.layout import DecodeState, LayerLayout
 
-BLOCK_N = 64
-MIN_CHUNK = 256  # middle tokens per split, at least (amortises the partial write + merge)
+BLOCK_N = 64  # tokens per tile
+DENSE_CHUNK = 256  # dense sink + recent slots per split
+MIN_CHUNK = 256  # middle tokens per split, at least (amortises the partial write and merge)
+WAVES = 4  # programs wanted per SM
+NUM_WARPS = 4
+NUM_STAGES = 2
+
+
+class SplitPlan(NamedTuple):
+    """How one step's keys are cut into programs: ``n_mid`` middle slices of ``chunk`` tokens, ``n_dense`` dense."""
+
+    n_mid: int
+    chunk: int
+    n_dense: int
+
+    @property
+    def n_splits(self) -> int:
+        return self.n_mid + self.n_dense
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,50 +46,55 @@ def _sm_count(device_index: int) -> int:
 
 
 def _programs_wanted(device: torch.device) -> int:
-    """Enough programs to fill the GPU a few times over (a fixed small number when interpreting)."""
+    """Programs that fill the GPU a few times over; the interpreter has no SMs, 64 exercises split-K."""
     if device.type == "cuda":
-        return 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    return 8
+        return WAVES * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return 64
 
 
-def middle_splits(batch: int, kv_heads: int, capacity: int, device: torch.device) -> tuple[int, int]:
-    """(number of middle splits, tokens per split) from static shapes only."""
-    if capacity == 0:
-        return 1, MIN_CHUNK
+def split_plan(batch: int, kv_heads: int, capacity: int, dense_slots: int, device: torch.device) -> SplitPlan:
+    """The split plan from static shapes only: enough middle slices that batch 1 still fills the GPU."""
     want = max(1, _programs_wanted(device) // (batch * kv_heads))
-    chunk = max(MIN_CHUNK, triton.cdiv(capacity, want))
+    chunk = max(MIN_CHUNK, triton.cdiv(max(capacity, 1), want))
     chunk = triton.cdiv(chunk, BLOCK_N) * BLOCK_N
-    return triton.cdiv(capacity, chunk), chunk
+    return SplitPlan(triton.cdiv(capacity, chunk), chunk, triton.cdiv(dense_slots, DENSE_CHUNK))
 
 
-def channel_tile(layout: LayerLayout) -> int:
-    """Channels per score tile: 32 when every kept count allows it (fewer, fuller dots), else 16."""
-    return 32 if all(count % 32 == 0 for count, _, _ in layout.buckets) else 16
+def _check(q: torch.Tensor, state: DecodeState, layout: LayerLayout) -> None:
+    if layout.counts.device != q.device:
+        raise ValueError(f"layout tensors are on {layout.counts.device} but q is on {q.device}; "
+                         "move the layout once with layout.to(q.device)")
+    for name in ("dense_k", "dense_v", "mid_k", "mid_v"):
+        tensor = getattr(state, name)
+        if tensor.dtype != q.dtype or not tensor.is_contiguous():
+            raise ValueError(f"state.{name} must be a contiguous {q.dtype} tensor (got {tensor.dtype}, "
+                             f"contiguous={tensor.is_contiguous()})")
 
 
 def decode_attention_triton(q: torch.Tensor, state: DecodeState, layout: LayerLayout, scale: float) -> torch.Tensor:
     """Attention output ``[B, H, D]`` for one decode query ``q`` ``[B, H, D]`` (see reference.py)."""
+    _check(q, state, layout)
     b, h, d = q.shape
     hkv = layout.num_kv_heads
     group = h // hkv
     cap = state.mid_k.shape[-1]
-    n_mid, chunk = middle_splits(b, hkv, cap, q.device)
-    n_splits = n_mid + 1
+    dense = state.dense_k.shape[2]
+    plan = split_plan(b, hkv, cap, dense, q.device)
     q = q.contiguous()
-    part_acc = torch.empty(b * h, n_splits, d, device=q.device, dtype=torch.float32)
-    part_ml = torch.empty(b * h, n_splits, 2, device=q.device, dtype=torch.float32)
-    leank_split_kernel[(b * hkv, n_splits)](
+    part_acc = torch.empty(b * h, plan.n_splits, d, device=q.device, dtype=torch.float32)
+    part_ml = torch.empty(b * h, plan.n_splits, 2, device=q.device, dtype=torch.float32)
+    leank_split_kernel[(plan.n_splits, b * hkv)](
         q, state.dense_k, state.dense_v, state.mid_k, state.mid_v,
         state.sink_len, state.recent_len, state.mid_len,
         layout.counts, layout.k_row, layout.v_slot, layout.kept_idx,
         part_acc, part_ml,
-        scale, chunk,
-        HKV=hkv, G=group, D=d, SINK=layout.sink, DENSE=state.dense_k.shape[2],
-        C=max(state.mid_k.shape[1], 1), CAP=cap, HNZ=max(state.mid_v.shape[1], 1), N_SPLITS=n_splits,
-        KT=channel_tile(layout), BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=BLOCK_N,
-        num_warps=4,
+        scale * math.log2(math.e), plan.chunk, plan.n_mid, plan.n_splits,
+        state.mid_k.shape[1], state.mid_v.shape[1], cap,
+        HKV=hkv, G=group, D=d, SINK=layout.sink, DENSE=dense,
+        DENSE_CHUNK=DENSE_CHUNK, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=BLOCK_N,
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     out = torch.empty_like(q)
-    leank_merge_kernel[(b * h,)](part_acc, part_ml, out, N_SPLITS=n_splits,
-                                 BLOCK_S=triton.next_power_of_2(n_splits), D=d)
+    leank_merge_kernel[(b * h,)](part_acc, part_ml, out, plan.n_splits,
+                                 BLOCK_S=triton.next_power_of_2(plan.n_splits), D=d)
     return out

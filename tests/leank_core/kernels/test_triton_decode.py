@@ -1,13 +1,14 @@
-"""The fused Triton decode kernel computes exactly what the PyTorch reference computes."""
+"""The fused Triton decode kernel (CPU interpreter) computes what the PyTorch reference computes, reading no empty slot."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from leank_core.kernels import decode_attention
 from leank_core.kernels.layout import DecodeState, LayerLayout
-from leank_core.kernels.reference import decode_attention_reference
-from leank_core.kernels.triton_decode import decode_attention_triton
+from leank_core.kernels.reference import decode_attention_reference, dense_slot_valid
+from leank_core.kernels.triton_decode import DENSE_CHUNK, decode_attention_triton, split_plan
 
 SINK, RECENT, D = 4, 8, 32
 
@@ -21,23 +22,45 @@ def layer_mask(counts: list[int], seed: int = 0) -> torch.Tensor:
 
 
 def random_state(layout: LayerLayout, lengths: list[int], cap: int, dtype, seed: int = 0) -> DecodeState:
-    """A cache state holding ``lengths[b]`` tokens per sequence (lengths are what matters, not values)."""
+    """A cache state holding ``lengths[b]`` tokens per sequence."""
     g = torch.Generator().manual_seed(seed)
-    b, hkv = len(lengths), layout.num_kv_heads
+    b, hkv, sink, recent = len(lengths), layout.num_kv_heads, layout.sink, layout.recent
     n = torch.tensor(lengths)
 
     def rand(*shape):
         return torch.randn(*shape, generator=g).to(dtype)
 
     return DecodeState(
-        dense_k=rand(b, hkv, SINK + RECENT, D), dense_v=rand(b, hkv, SINK + RECENT, D),
-        sink_len=n.clamp(max=SINK).int(), recent_len=(n - SINK).clamp(0, RECENT).int(),
+        dense_k=rand(b, hkv, sink + recent, D), dense_v=rand(b, hkv, sink + recent, D),
+        sink_len=n.clamp(max=sink).int(), recent_len=(n - sink).clamp(0, recent).int(),
         mid_k=rand(b, layout.kept_channels, cap), mid_v=rand(b, layout.value_heads, cap, D),
-        mid_len=(n - SINK - RECENT).clamp(min=0).int(),
+        mid_len=(n - sink - recent).clamp(min=0).int(),
     )
 
 
-CASES = {
+def poisoned(state: DecodeState, sink: int) -> DecodeState:
+    """The same state with NaN in every slot and column that holds no token: any read of one shows in the output."""
+    dense_k, dense_v, mid_k, mid_v = (t.clone() for t in (state.dense_k, state.dense_v, state.mid_k, state.mid_v))
+    empty = ~dense_slot_valid(state, sink)[:, None, :, None].expand_as(dense_k)
+    dense_k[empty] = float("nan")
+    dense_v[empty] = float("nan")
+    for i, m in enumerate(state.mid_len.tolist()):
+        mid_k[i, :, m:] = float("nan")
+        mid_v[i, :, m:] = float("nan")
+    return DecodeState(dense_k, dense_v, state.sink_len, state.recent_len, mid_k, mid_v, state.mid_len)
+
+
+def assert_kernel_matches_reference(counts, lengths, cap, group=2, dtype=torch.float32, sink=SINK, recent=RECENT):
+    layout = LayerLayout.from_mask(layer_mask(counts), sink, recent)
+    state = random_state(layout, lengths, cap, dtype)
+    q = torch.randn(len(lengths), group * len(counts), D, generator=torch.Generator().manual_seed(1)).to(dtype)
+    ref = decode_attention_reference(q, state, layout, D**-0.5)
+    out = decode_attention_triton(q, poisoned(state, sink), layout, D**-0.5)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=tol)
+
+
+BUCKET_LAYOUTS = {
     "mixed buckets with zero and all-kept heads": [0, 16, 32, 16, 0, 8, 24, 32],
     "single bucket": [16, 16, 16, 16],
     "all heads kept": [32, 32],
@@ -45,26 +68,47 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("counts", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize("counts", BUCKET_LAYOUTS.values(), ids=BUCKET_LAYOUTS.keys())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_kernel_equals_reference_for_bucket_layouts(counts, dtype):
-    layout = LayerLayout.from_mask(layer_mask(counts), SINK, RECENT)
-    state = random_state(layout, [SINK + RECENT + 300, SINK + RECENT + 7], cap=320, dtype=dtype)
-    q = torch.randn(2, 2 * len(counts), D, generator=torch.Generator().manual_seed(1)).to(dtype)
-    ref = decode_attention_reference(q, state, layout, D**-0.5)
-    out = decode_attention_triton(q, state, layout, D**-0.5)
-    tol = 1e-5 if dtype == torch.float32 else 2e-3
-    assert torch.allclose(out.float(), ref.float(), atol=tol, rtol=tol)
+    assert_kernel_matches_reference(counts, [SINK + RECENT + 300, SINK + RECENT + 7], cap=320, dtype=dtype)
 
 
-@pytest.mark.parametrize("lengths", [[1, 3, SINK, SINK + 5], [SINK + RECENT, SINK + RECENT + 1, 2, 700]],
-                         ids=["shorter than sink+recent", "ragged around the boundary"])
+@pytest.mark.parametrize(
+    "lengths",
+    [[1, 3, SINK, SINK + 5], [SINK + RECENT, SINK + RECENT + 1, 2, SINK + RECENT + 700]],
+    ids=["shorter than sink+recent (mid_len 0, ring or sink not full)", "ragged around the boundary"],
+)
 @pytest.mark.parametrize("group", [1, 3])
 def test_kernel_equals_reference_for_ragged_lengths_and_gqa_groups(lengths, group):
-    counts = [0, 8, 32]
-    layout = LayerLayout.from_mask(layer_mask(counts, seed=2), SINK, RECENT)
-    state = random_state(layout, lengths, cap=768, dtype=torch.float32, seed=3)
-    q = torch.randn(len(lengths), group * len(counts), D, generator=torch.Generator().manual_seed(4))
-    ref = decode_attention_reference(q, state, layout, 0.3)
-    out = decode_attention_triton(q, state, layout, 0.3)
-    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
+    assert_kernel_matches_reference([0, 8, 32], lengths, cap=768, group=group)
+
+
+def test_kernel_equals_reference_across_many_middle_and_dense_splits():
+    """Ragged middles over several slices (whole tiles and a masked tail) and a dense part over several slices."""
+    sink, recent = 64, 2 * DENSE_CHUNK - 64 + 5
+    plan = split_plan(1, 2, 1024, sink + recent, torch.device("cpu"))
+    assert plan.n_mid > 2 and plan.n_dense > 2
+    assert_kernel_matches_reference([8, 32], [sink + recent + 1000], cap=1024, sink=sink, recent=recent)
+
+
+def test_split_plan_depends_only_on_static_shapes_and_covers_the_capacity():
+    for batch, cap in [(1, 100_000), (16, 100_000), (1, 0), (3, 257)]:
+        plan = split_plan(batch, 8, cap, 1152, torch.device("cpu"))
+        assert plan.n_mid * plan.chunk >= cap and (plan.n_mid - 1) * plan.chunk < max(cap, 1)
+        assert plan.n_dense * DENSE_CHUNK >= 1152
+
+
+def test_layout_on_another_device_is_refused_with_a_clear_error():
+    layout = LayerLayout.from_mask(layer_mask([8, 16]), SINK, RECENT)
+    state = random_state(layout, [SINK + RECENT + 10], cap=64, dtype=torch.float32)
+    q = torch.randn(1, 2, D)
+    with pytest.raises(ValueError, match="layout.to"):
+        decode_attention_triton(q, state, layout.to("meta"), 1.0)
+
+
+def test_dispatch_uses_the_reference_on_cpu():
+    layout = LayerLayout.from_mask(layer_mask([8, 16]), SINK, RECENT)
+    state = random_state(layout, [SINK + RECENT + 10], cap=64, dtype=torch.float32)
+    q = torch.randn(1, 4, D)
+    assert torch.equal(decode_attention(q, state, layout, 0.5), decode_attention_reference(q, state, layout, 0.5))
