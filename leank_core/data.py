@@ -18,6 +18,7 @@ whole prompt is tokenized only to confirm (and, rarely, adjust) its length. A sa
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import uuid
@@ -157,8 +158,8 @@ PHRASINGS: dict[str, Phrasing] = {
         niah_question="Which {kind} is stored under {key}? The {kind} stored under {key} is",
         niah_question_all="Which {kinds} are stored under {keys}? The {kinds} stored under {keys} are",
         vt_head="Follow the assignments hidden in the notes below.\n\n",
-        vt_first="Set {name} to {value}.",
-        vt_link="Set {name} to {prev}.",
+        vt_first="Set {name} to {value}",
+        vt_link="Set {name} to {prev}",
         vt_question="Which variables end up holding {value}? The {n} variables holding {value} are:",
         cwe_head="Here is a list of words; some of them are repeated many times.\n\nWords:",
         cwe_question="Which {n} words occur most often in the list? The {n} words that occur most often are:",
@@ -284,7 +285,7 @@ class Filler:
     def __init__(self, pool: Sequence[str], counter: TokenCounter, rng: random.Random,
                  weights: Sequence[float] | None = None, cap: int | None = None):
         self.pool, self.rng, self.cap = list(pool), rng, cap
-        self.cum = None if weights is None else list(_accumulate(weights))
+        self.cum = None if weights is None else list(itertools.accumulate(weights))
         self.sizes = dict(zip(self.pool, counter.counts(self.pool)))
         self.by_size = sorted(self.pool, key=self.sizes.__getitem__, reverse=True)
         self.used: Counter[str] = Counter()
@@ -326,14 +327,6 @@ class Filler:
         return piece
 
 
-def _accumulate(weights: Sequence[float]) -> list[float]:
-    total, out = 0.0, []
-    for w in weights:
-        total += w
-        out.append(total)
-    return out
-
-
 @dataclass
 class Draft:
     """A sample before its haystack is sized: fixed pieces at relative depths, filler around them."""
@@ -363,7 +356,7 @@ class Draft:
 def realize(draft: Draft, task: str, length: int, counter: TokenCounter, rng: random.Random) -> tuple[str, list[int]]:
     """Fill ``draft`` to ``length`` tokens: budget by piece counts, then confirm on the prompt."""
     fixed = len(counter.prompt_ids(draft.head)) + counter.count(draft.tail) + sum(counter.counts([p for _, p in draft.fixed]))
-    if fixed + 16 > length:
+    if fixed + LENGTH_TOLERANCE > length:
         raise ValueError(f"length {length} is too short for task {task!r}: its fixed text takes {fixed} tokens; use >= {fixed + 64}")
     filler = Filler(draft.pool, counter, rng, draft.weights, draft.cap)
     pieces = filler.fill(length - fixed)
@@ -377,6 +370,8 @@ def realize(draft: Draft, task: str, length: int, counter: TokenCounter, rng: ra
             filler.drop(pieces, -gap)
         else:
             pieces += filler.fill(gap)
+    else:
+        raise RuntimeError(f"could not fit task {task!r} to {length} tokens (last try: {len(ids)}); please report this tokenizer")
     return prompt, ids
 
 
@@ -473,7 +468,7 @@ def _variable_tracking(ctx: Context, rng: random.Random, task: str, length: int)
     steps = [p.vt_first.format(name=names[0], value=value)]
     steps += [p.vt_link.format(name=b, prev=a) for a, b in zip(names, names[1:])]
     depths = sorted(rng.random() for _ in steps)  # a chain is stated in order
-    fixed = [(d, " " + s + ".") if not s.endswith(".") else (d, " " + s) for d, s in zip(depths, steps)]
+    fixed = [(d, f" {s}.") for d, s in zip(depths, steps)]
     question = p.vt_question.format(value=value, n=len(names))
     return Draft(p.vt_head, fixed, "\n\n" + question, names, [value], ctx.passkey_sentences)
 
@@ -574,7 +569,9 @@ def make_samples(
     len(input_ids) <= length``) and ``answer_ids`` (the gold continuation
     ``" " + ", ".join(answers) + "."``, no special tokens).
     Each sample has its own rng keyed by (split, seed, task, length, index), so a cell does
-    not change when other tasks or lengths are added. ``difficulty`` sets needle and answer counts.
+    not change when other tasks or lengths are added; the asked needle's depth is stratified
+    over the cell (sample ``i`` of ``n_per_cell`` sits in the ``i``-th slice of the context),
+    so changing ``n_per_cell`` moves needles. ``difficulty`` sets needle and answer counts.
     """
     _check(tasks, lengths)
     if n_per_cell < 1:
