@@ -107,9 +107,18 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
+        from botocore import exceptions as bx
+
         config = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
-        # A private session per store: the default session is not thread safe.
-        self.client = boto3.session.Session().client("s3", config=config)
+        try:
+            # A private session per store: the default session is not thread safe.
+            self.client = boto3.session.Session().client("s3", config=config)
+        except bx.ProfileNotFound as e:
+            raise RegistryError(f"AWS profile '{e.kwargs['profile']}' not found; fix AWS_PROFILE or ~/.aws/config") from None
+        except bx.BotoCoreError as e:
+            raise RegistryError(f"cannot set up an S3 client for {self.url}: {e}; check the AWS settings") from None
+        except ValueError as e:  # botocore's answer to a malformed endpoint
+            raise ValueError(f"{e}; set AWS_ENDPOINT_URL to http(s)://host[:port] or unset it") from None
 
     def create(self, key: str, data: bytes) -> bool:
         for _ in range(5):

@@ -63,6 +63,17 @@ def test_unreachable_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "cannot reach S3 endpoint" in one_line_error(lambda: MaskRegistry("s3://bucket/p").list("org/m"))
 
 
+def test_unknown_aws_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "leank-no-such-profile")
+    assert "AWS profile 'leank-no-such-profile' not found" in one_line_error(lambda: MaskRegistry("s3://bucket/p"))
+
+
+def test_malformed_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "not a url")
+    with pytest.raises(ValueError, match="set AWS_ENDPOINT_URL to http"):
+        MaskRegistry("s3://bucket/p")
+
+
 def test_missing_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
