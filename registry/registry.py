@@ -16,7 +16,8 @@ Why this shape:
   model hash the mask was learned for, and pull refuses a mask for another hash.
 * A decision is a conditionally created object too, so it is made once and stands; the
   only way to write "accepted" is :meth:`MaskRegistry.accept`, which demands a passing
-  report for exactly these mask bytes.
+  report for exactly these mask bytes. Reads check that again, so an "accepted" written
+  by anything else (a hand edit, another tool) is refused, never served.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -86,6 +88,8 @@ class MaskRegistry:
         registry fills the facts it can check itself and refuses caller values for them.
         """
         check_model_id(mask.model_id)
+        if manifest is not None and not isinstance(manifest, dict):
+            raise ValueError(f"the manifest must be a JSON object (dict), got {type(manifest).__name__}")
         if not mask.model_hash:
             raise ValueError("the mask has no model hash; set it (LeanKMask.with_identity) before pushing")
         data = mask.to_bytes()
@@ -99,7 +103,8 @@ class MaskRegistry:
 
     def attach_report(self, ref: MaskRef, report: dict[str, Any]) -> int:
         """Store a new numbered, immutable report for ``ref``'s version; returns its number."""
-        if not isinstance(report.get("mask_sha256"), str) or not isinstance(report.get("passed"), bool):
+        if not isinstance(report, dict) or not isinstance(report.get("mask_sha256"), str) \
+                or not isinstance(report.get("passed"), bool):
             raise ValueError("a validation report needs 'mask_sha256' (str) and 'passed' (bool)")
         self._manifest_for(ref)
         prefix = _version_dir(ref.model_id, ref.version) + "reports/"
@@ -111,14 +116,9 @@ class MaskRegistry:
     def accept(self, ref: MaskRef, report_id: int) -> None:
         """candidate → accepted, only on a passing report for exactly this version's mask bytes."""
         manifest = self._manifest_for(ref)
-        report = self._report(ref, report_id)
-        if report.get("passed") is not True:
-            raise RegistryError(f"report {report_id} of {ref} did not pass; only a passing report can accept a mask")
-        if report.get("mask_sha256") != manifest["mask_sha256"]:
-            raise RegistryError(
-                f"report {report_id} judges mask {str(report.get('mask_sha256'))[:12]}, but {ref} is mask "
-                f"{manifest['mask_sha256'][:12]}; validate this version"
-            )
+        problem = self._acceptance_problem(manifest, report_id)
+        if problem:
+            raise RegistryError(f"cannot accept {ref}: {problem}; attach a passing validation report for this version")
         self._decide(ref, manifest, ACCEPTED, report_id)
 
     def reject(self, ref: MaskRef, report_id: int) -> None:
@@ -134,10 +134,24 @@ class MaskRegistry:
         if existing is None or _sha256(existing) != sha:
             raise RegistryError(f"{self.store.url}/{key} exists with other content; the registry is damaged, repair that object")
 
+    def _acceptance_problem(self, manifest: dict[str, Any], report_id: Any) -> str | None:
+        """Why report ``report_id`` cannot accept this version, or None if it can: it must
+        exist, have passed, and have judged exactly the version's mask bytes."""
+        ref = MaskRef(manifest["model_id"], version=manifest["version"])
+        report = self._json_object(_report_key(ref, report_id)) if isinstance(report_id, int) else None
+        if report is None:
+            return f"there is no report {report_id}"
+        if report.get("passed") is not True:
+            return f"report {report_id} did not pass"
+        if report.get("mask_sha256") != manifest["mask_sha256"]:
+            return (f"report {report_id} judged mask {str(report.get('mask_sha256'))[:12]}, "
+                    f"not this version's mask {manifest['mask_sha256'][:12]}")
+        return None
+
     def _decide(self, ref: MaskRef, manifest: dict[str, Any], status: str, report_id: int) -> None:
         decision = {"status": status, "report_id": report_id, "mask_sha256": manifest["mask_sha256"], "decided": _now()}
         if not self.store.create(_version_dir(ref.model_id, ref.version) + "status.json", _json(decision)):
-            current = self._decision(ref.model_id, ref.version)["status"]
+            current = self._status(manifest)
             raise RegistryError(f"{ref} is already {current}; decisions are final, push a new version to try again")
 
     # -- reading -----------------------------------------------------------------------
@@ -168,7 +182,7 @@ class MaskRegistry:
         for version in self._require_versions(model_id, keys):
             m = self._manifest(model_id, version)
             reports = sum(1 for k in keys if k.startswith(_version_dir(model_id, version) + "reports/"))
-            out.append({"version": version, "status": self._status(model_id, version), "model_hash": m["model_hash"],
+            out.append({"version": version, "status": self._status(m), "model_hash": m["model_hash"],
                         "mask_sha256": m["mask_sha256"], "ratio": m["ratio"], "align": m["align"],
                         "created": m["created"], "reports": reports})
         return out
@@ -178,7 +192,7 @@ class MaskRegistry:
         (the newest version of any status if none is given)."""
         m = self._select(model_id, version, None, allow_unaccepted=True)
         ref = MaskRef(model_id, m["model_hash"], m["version"])
-        return {"ref": str(ref), "manifest": m, "status": self._status(model_id, ref.version),
+        return {"ref": str(ref), "manifest": m, "status": self._status(m),
                 "decision": self._decision(model_id, ref.version),
                 "reports": [{"id": n, "report": self._report(ref, n)} for n in self._reports(ref)]}
 
@@ -189,16 +203,16 @@ class MaskRegistry:
         if version is not None:
             m = self._manifest(model_id, version)
             _check_hash(m, model_hash)
-            status = self._status(model_id, version)
+            status = self._status(m)
             if status != ACCEPTED and not allow_unaccepted:
                 raise RegistryError(f"{model_id}@{version} is {status}, not accepted; pull an accepted version "
                                     f"(leank registry list {model_id})")
             return m
         mismatch = None
         for v in reversed(self._require_versions(model_id)):
-            if not allow_unaccepted and self._status(model_id, v) != ACCEPTED:
-                continue
             m = self._manifest(model_id, v)
+            if not allow_unaccepted and self._status(m) != ACCEPTED:
+                continue
             if model_hash and m["model_hash"] != model_hash:
                 mismatch = mismatch or m
                 continue
@@ -211,10 +225,12 @@ class MaskRegistry:
         """The mask bytes, verified against the manifest both when cached and when downloaded."""
         sha, ref = manifest["mask_sha256"], f"{manifest['model_id']}@{manifest['version']}"
         path = self.cache_dir / f"{sha}.safetensors"
-        if path.is_file():
+        try:
             data = path.read_bytes()
             if _sha256(data) == sha:
                 return path, data
+        except OSError:
+            pass  # absent or unreadable: fetch it again
         data = self.store.get(manifest["mask_key"])
         if data is None:
             raise RegistryError(f"the mask object of {ref} is missing from {self.store.url}; the registry is damaged")
@@ -223,7 +239,7 @@ class MaskRegistry:
                                 f"(tampered or truncated); refusing it, push the mask again")
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique per writer, threads too
             tmp.write_bytes(data)
             tmp.replace(path)
         except OSError as e:
@@ -260,7 +276,7 @@ class MaskRegistry:
         return m
 
     def _report(self, ref: MaskRef, report_id: int) -> dict[str, Any]:
-        report = self._json_object(f"{_version_dir(ref.model_id, ref.version)}reports/{int(report_id):04d}.json")
+        report = self._json_object(_report_key(ref, report_id))
         if report is None:
             raise RegistryError(f"{ref} has no report {report_id}; attach the validation report first")
         return report
@@ -268,9 +284,19 @@ class MaskRegistry:
     def _decision(self, model_id: str, version: int) -> dict[str, Any] | None:
         return self._json_object(_version_dir(model_id, version) + "status.json")
 
-    def _status(self, model_id: str, version: int) -> str:
-        decision = self._decision(model_id, version)
-        return CANDIDATE if decision is None else decision["status"]
+    def _status(self, manifest: dict[str, Any]) -> str:
+        """What the version's decision says (candidate if none), after re-checking an
+        acceptance against its report."""
+        decision = self._decision(manifest["model_id"], manifest["version"])
+        if decision is None:
+            return CANDIDATE
+        status = decision.get("status")
+        if status == ACCEPTED:
+            problem = self._acceptance_problem(manifest, decision.get("report_id"))
+            if problem:
+                raise RegistryError(f"{manifest['model_id']}@{manifest['version']} is marked accepted but {problem}; "
+                                    f"the registry is damaged, have its owner inspect that version's status.json")
+        return status
 
     def _json_object(self, key: str) -> dict[str, Any] | None:
         data = self.store.get(key)
@@ -280,6 +306,10 @@ class MaskRegistry:
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise RegistryError(f"{self.store.url}/{key} is not valid JSON; the registry is damaged") from None
+
+
+def _report_key(ref: MaskRef, report_id: int) -> str:
+    return f"{_version_dir(ref.model_id, ref.version)}reports/{int(report_id):04d}.json"
 
 
 def _check_hash(manifest: dict[str, Any], model_hash: str | None) -> None:

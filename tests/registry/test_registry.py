@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import threading
@@ -112,6 +113,29 @@ def test_cached_copy_is_verified_on_reuse(backend: Backend) -> None:
     assert path.read_bytes() == mask.to_bytes()
 
 
+def test_concurrent_pulls_share_the_cache_safely(backend: Backend) -> None:
+    """Eight threads missing the cache at once all get the verified mask, and one cached file remains."""
+    reg = MaskRegistry(backend.url)
+    mask = make_mask()
+    reg.push(mask)
+    barrier, results = threading.Barrier(8), []
+
+    def pull() -> None:
+        barrier.wait()
+        try:
+            results.append(reg.pull("org/m", 1, allow_unaccepted=True).sha256())
+        except Exception as e:  # noqa: BLE001 - reported below
+            results.append(repr(e))
+
+    workers = [threading.Thread(target=pull) for _ in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert results == [mask.sha256()] * 8
+    assert [p.name for p in reg.cache_dir.iterdir()] == [f"{mask.sha256()}.safetensors"]
+
+
 class FailingStore:
     """Delegates to a real store but fails every create whose key contains `fail_on`."""
 
@@ -188,13 +212,13 @@ def test_pull_by_hash_picks_the_newest_accepted_for_that_hash(backend: Backend) 
 def test_accept_needs_an_existing_passing_report_for_these_bytes(backend: Backend) -> None:
     reg = MaskRegistry(backend.url)
     ref = reg.push(make_mask())
-    with pytest.raises(RegistryError, match="has no report 1"):
+    with pytest.raises(RegistryError, match="there is no report 1"):
         reg.accept(ref, 1)
     failing = passing_report(reg, ref, passed=False)
     with pytest.raises(RegistryError, match="did not pass"):
         reg.accept(ref, failing)
     other = reg.attach_report(ref, {"mask_sha256": make_mask(tag=5).sha256(), "passed": True})
-    with pytest.raises(RegistryError, match="validate this version"):
+    with pytest.raises(RegistryError, match="not this version's mask"):
         reg.accept(ref, other)
     assert reg.show("org/m", 1)["status"] == "candidate"
     good = passing_report(reg, ref)
@@ -203,6 +227,21 @@ def test_accept_needs_an_existing_passing_report_for_these_bytes(backend: Backen
     shown = reg.show("org/m", 1)
     assert shown["status"] == "accepted" and shown["decision"]["report_id"] == 3
     assert [r["id"] for r in shown["reports"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("forged", [
+    {"status": "accepted"},
+    {"status": "accepted", "report_id": 1},  # cites the failing report
+])
+def test_an_accepted_status_written_behind_the_registrys_back_is_refused(backend: Backend, forged: dict) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    passing_report(reg, ref, passed=False)
+    assert reg.store.create("org/m/versions/000001/status.json", json.dumps(forged).encode())
+    for call in (lambda: reg.pull("org/m"), lambda: reg.pull("org/m", 1), lambda: reg.list("org/m")):
+        with pytest.raises(RegistryError, match="marked accepted but .* the registry is damaged") as err:
+            call()
+        one_line(err)
 
 
 def test_a_decision_is_final(backend: Backend) -> None:
@@ -217,8 +256,14 @@ def test_a_decision_is_final(backend: Backend) -> None:
 def test_reports_must_carry_sha_and_verdict(backend: Backend) -> None:
     reg = MaskRegistry(backend.url)
     ref = reg.push(make_mask())
-    with pytest.raises(ValueError, match="mask_sha256"):
-        reg.attach_report(ref, {"passed": True})
+    for report in ({"passed": True}, {"mask_sha256": make_mask().sha256(), "passed": "yes"}, ["passed"]):
+        with pytest.raises(ValueError, match="mask_sha256"):
+            reg.attach_report(ref, report)
+
+
+def test_manifest_must_be_a_dict(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        MaskRegistry(backend.url).push(make_mask(), ["training_config"])
 
 
 def test_resolve_fills_in_the_newest_version_of_any_status(backend: Backend) -> None:
