@@ -19,27 +19,33 @@ from .ids import parse_ref
 from .registry import MaskRegistry
 
 
+_REGISTRY_HELP = "local directory or s3://bucket/prefix (default: embedded store, $LEANK_REGISTRY)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leank registry", description="Publish, inspect and fetch LeanK masks; only a passing validation report (leank validate) accepts one.")
-    p.add_argument("--registry", default=None, help="local directory or s3://bucket/prefix (default: embedded store, $LEANK_REGISTRY)")
+    p.add_argument("--registry", default=None, help=_REGISTRY_HELP)
+    # Also accepted after the subcommand; SUPPRESS keeps an absent one from hiding the first.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--registry", default=argparse.SUPPRESS, help=_REGISTRY_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="versions of a model id").add_argument("model_id")
+    sub.add_parser("list", parents=[common], help="versions of a model id").add_argument("model_id")
 
-    show = sub.add_parser("show", help="manifest, status and reports of one version (JSON)")
+    show = sub.add_parser("show", parents=[common], help="manifest, status and reports of one version (JSON)")
     show.add_argument("ref", help="org/name or org/name@VERSION (default: newest version)")
 
-    pull = sub.add_parser("pull", help="fetch the newest accepted mask (or --version), verified")
+    pull = sub.add_parser("pull", parents=[common], help="fetch the newest accepted mask (or --version), verified")
     pull.add_argument("model_id")
     pull.add_argument("--version", type=int, default=None)
     pull.add_argument("--model-hash", default=None, help="hash of the model it will be applied to; refuses others")
     pull.add_argument("--out", type=Path, default=None, help="write the mask here (default: print the cache path)")
 
-    push = sub.add_parser("push", help="store a mask file as a new candidate version")
+    push = sub.add_parser("push", parents=[common], help="store a mask file as a new candidate version")
     push.add_argument("mask", type=Path, help="mask .safetensors (LeanKMask.save)")
     push.add_argument("--manifest", type=Path, default=None, help="JSON file with provenance (training_config, data_recipe)")
 
-    imp = sub.add_parser("import-reference", help="import a reference-format mask (torch 0/1 tensor) as a candidate")
+    imp = sub.add_parser("import-reference", parents=[common], help="import a reference-format mask (torch 0/1 tensor) as a candidate")
     imp.add_argument("path", type=Path)
     imp.add_argument("--model-id", required=True)
     imp.add_argument("--model-hash", required=True)
@@ -70,11 +76,18 @@ def run(args: argparse.Namespace) -> str:
         shutil.copyfile(path, args.out)
         return str(args.out)
     if args.command == "push":
-        manifest = json.loads(args.manifest.read_text()) if args.manifest else {}
+        manifest = _read_json(args.manifest) if args.manifest else {}
         return f"pushed {registry.push(LeanKMask.load(args.mask), manifest)} (candidate)"
     mask = LeanKMask.from_reference_file(args.path, sink=args.sink, recent=args.recent, align=args.align,
                                          model_id=args.model_id, model_hash=args.model_hash)
     return f"imported {registry.push(mask, {'source': str(args.path)})} (candidate)"
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); fix the manifest file") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,15 @@ def test_push_list_show(backend: Backend, tmp_path: Path, capsys: pytest.Capture
     assert shown["status"] == "candidate" and shown["manifest"]["data_recipe"] == "r1"
 
 
+def test_registry_option_is_also_taken_after_the_subcommand(backend: Backend, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    path = make_mask().save(tmp_path / "m.safetensors")
+    assert main(["push", str(path), "--registry", backend.url]) == 0
+    assert main(["list", "org/m", "--registry", backend.url]) == 0
+    assert "org/m@1  candidate" in capsys.readouterr().out
+    assert MaskRegistry(backend.url).list("org/m")[0]["version"] == 1
+
+
 def test_pull_prints_cache_path_or_writes_out(backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     reg = MaskRegistry(backend.url)
     mask = make_mask()
@@ -68,12 +77,25 @@ def test_import_reference_creates_a_candidate(backend: Backend, tmp_path: Path, 
     (["list", "../etc"], 2, "invalid model id"),
     (["show", "org/m@x"], 2, "invalid mask reference"),
     (["push", "/nonexistent/m.safetensors"], 2, "mask file not found"),
+    (["show", "org/m@1"], 1, "org/m@1 does not exist"),
+    (["pull", "org/m"], 1, "no masks for model id 'org/m'"),
+    (["import-reference", "/nonexistent.pt", "--model-id", "org/m", "--model-hash", "h"], 2, "cannot read reference mask"),
 ])
 def test_errors_are_one_line_with_exit_code(backend: Backend, capsys: pytest.CaptureFixture,
                                             argv: list[str], code: int, message: str) -> None:
     assert cli(backend, *argv) == code
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_push_with_a_broken_manifest_file_is_one_line(backend: Backend, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    path = make_mask().save(tmp_path / "m.safetensors")
+    for name, text in [("bad.json", "{not json"), ("list.json", "[1, 2]")]:
+        (tmp_path / name).write_text(text)
+        assert cli(backend, "push", str(path), "--manifest", str(tmp_path / name)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("not valid JSON" in err or "must be a JSON object" in err)
 
 
 def test_there_is_no_accept_command() -> None:
