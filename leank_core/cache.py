@@ -49,21 +49,93 @@ from leank_core.model_hash import model_hash
 GROWTH_CHUNK = 256  # middle-token columns added per reallocation
 
 
-class LeanKLayer(CacheLayerMixin, CacheAttention):
-    """One layer's LeanK storage; ``update`` hands attention back to :meth:`attend`.
+@dataclass(frozen=True)
+class Step:
+    """Where each sequence's new token goes, and the lengths the kernel reads once it is stored."""
 
-    Persistent per-sequence state is ``n`` (real tokens stored, ``[B]`` on the device); the
-    sink / ring / middle lengths the kernel reads are derived from it.
+    slot: torch.Tensor | None  # [B] dense slot the token takes (None: the prompt)
+    column: torch.Tensor | None  # [B] middle column that slot's outgoing token moves to
+    sink_len: torch.Tensor  # [B] int32, as in DecodeState
+    recent_len: torch.Tensor
+    mid_len: torch.Tensor
+    max_len: int  # host-side upper bound of any sequence's token count after the step
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.slot, self.column, self.sink_len, self.recent_len, self.mid_len) if t is not None]
+
+
+class Positions:
+    """Per-sequence token counts, shared by all layers (every layer stores the same tokens).
+
+    The first layer to reach a step computes it (a dozen tiny device ops); the other layers
+    reuse it, so each layer's own per-step work is only moving its K/V. A step is dropped
+    once every layer has used it, so a multi-token call keeps one step per token until the
+    last layer is through.
     """
+
+    def __init__(self, sink: int, recent: int, num_layers: int) -> None:
+        self.sink, self.recent, self.num_layers = sink, recent, num_layers
+        self.reset()
+
+    def reset(self) -> None:
+        self.seen = 0  # positions the leading layer has processed, padding included
+        self._steps: dict[int, list] = {}  # step index -> [Step, layers that used it]
+
+    def start(self, attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device) -> list[int]:
+        """Per-sequence left-pad counts of the prompt (read from the device once, by the first layer)."""
+        if self.seen == 0:
+            self.pads = _left_padding(attention_mask, batch, length)
+            self.n = torch.tensor([length - p for p in self.pads], device=device)
+            self.rows = torch.arange(batch, device=device)
+            self.seen = length
+            self.current = self._step(None, None, length - min(self.pads))
+        return self.pads
+
+    def step(self, index: int) -> Step:
+        """The step that stores the token at position ``index`` (a layer's ``seen``)."""
+        if index == self.seen:
+            n, sink, recent = self.n, self.sink, self.recent
+            slot = torch.where(n < sink, n, sink + (n - sink).remainder(recent))
+            column = (n - sink - recent).clamp(min=0)
+            self.n, self.seen = n + 1, self.seen + 1
+            self.current = self._step(slot, column, self.current.max_len + 1)
+            self._steps[index] = [self.current, 0]
+        entry = self._steps[index]
+        entry[1] += 1
+        if entry[1] == self.num_layers:
+            del self._steps[index]
+        return entry[0]
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep / reorder / repeat sequences (between steps; ``max_len`` stays a valid bound)."""
+        self.n = self.n.index_select(0, index)
+        self.rows = torch.arange(index.shape[0], device=index.device)
+        self.current = self._step(None, None, self.current.max_len)
+
+    def _step(self, slot: torch.Tensor | None, column: torch.Tensor | None, max_len: int) -> Step:
+        n, sink, recent = self.n, self.sink, self.recent
+        return Step(slot, column, n.clamp(max=sink).to(torch.int32), (n - sink).clamp(0, recent).to(torch.int32),
+                    (n - sink - recent).clamp(min=0).to(torch.int32), max_len)
+
+    def tensors(self) -> list[torch.Tensor]:
+        if not self.seen:
+            return []
+        pending = [t for step, _ in self._steps.values() for t in step.tensors()]
+        return [self.n, self.rows, *self.current.tensors(), *pending]
+
+
+class LeanKLayer(CacheLayerMixin, CacheAttention):
+    """One layer's LeanK storage; ``update`` hands attention back to :meth:`attend`."""
 
     is_sliding = False
     is_compileable = False
     is_croppable = False
 
-    def __init__(self, layer_mask: torch.Tensor, sink: int, recent: int) -> None:
+    def __init__(self, layer_mask: torch.Tensor, positions: Positions) -> None:
         super().__init__()
-        self.layout = LayerLayout.from_mask(layer_mask, sink, recent)
-        self.k_src, self.v_heads = _gather_indices(self.layout, layer_mask.shape[-1])
+        self.layout = LayerLayout.from_mask(layer_mask, positions.sink, positions.recent)
+        self.positions = positions
+        self.k_head, self.k_chan, self.v_heads = _gather_indices(self.layout)
         self.seen = 0  # positions processed, padding included (what generate calls the sequence length)
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -71,7 +143,7 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device, self.dtype = key_states.device, key_states.dtype
         self.layout = self.layout.to(self.device)
-        self.k_src, self.v_heads = self.k_src.to(self.device), self.v_heads.to(self.device)
+        self.k_head, self.k_chan, self.v_heads = (t.to(self.device) for t in (self.k_head, self.k_chan, self.v_heads))
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
@@ -91,21 +163,10 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
         return -1
 
     def reset(self) -> None:
-        """Forget every token (the layout stays)."""
+        """Forget every token (the layout stays); :meth:`LeanKCache.reset` resets the shared positions."""
         self.seen, self._pending = 0, None
-        for name in (*_BATCH_TENSORS, "_rows"):
+        for name in (*_BATCH_TENSORS, "at"):
             self.__dict__.pop(name, None)
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Beam search: row ``b`` becomes old row ``beam_idx[b]``."""
-        self._select_rows(beam_idx)
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._select_rows(indices)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.seen:
-            self._select_rows(torch.arange(self.n.shape[0], device=self.device).repeat_interleave(repeats))
 
     # -- attention --------------------------------------------------------------------------
     def attend(self, module: torch.nn.Module, query: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -118,67 +179,51 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
             return out
         steps = []
         for t in range(query.shape[2]):
-            self._append(keys[:, :, t], values[:, :, t])
+            self._append(keys[:, :, t], values[:, :, t], self.positions.step(self.seen))
             steps.append(decode_attention(query[:, :, t].contiguous(), self.state(), self.layout, scaling))
         return torch.stack(steps, dim=1)
 
     def state(self) -> DecodeState:
         """What the decode kernel reads for this layer now."""
-        sink, recent = self.layout.sink, self.layout.recent
-        return DecodeState(
-            dense_k=self.dense_k,
-            dense_v=self.dense_v,
-            sink_len=self.n.clamp(max=sink).to(torch.int32),
-            recent_len=(self.n - sink).clamp(0, recent).to(torch.int32),
-            mid_k=self.mid_k,
-            mid_v=self.mid_v,
-            mid_len=self._mid_len().to(torch.int32),
-        )
+        return DecodeState(self.dense_k, self.dense_v, self.at.sink_len, self.at.recent_len,
+                           self.mid_k, self.mid_v, self.at.mid_len)
 
     # -- storage ----------------------------------------------------------------------------
     def _store_prompt(self, keys: torch.Tensor, values: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-        """Compact a prefilled prompt into sink / middle / recent (the one place that reads the device)."""
+        """Compact a prefilled prompt into sink / middle / recent."""
         batch, hkv, length, head_dim = keys.shape
         sink, recent = self.layout.sink, self.layout.recent
-        pads = _left_padding(attention_mask, batch, length)
-        real = [length - p for p in pads]
-        self.max_len = max(real)  # host-side upper bound of n, drives capacity
+        pads = self.positions.start(attention_mask, batch, length, self.device)
+        self.at = self.positions.current
         self.dense_k = keys.new_zeros(batch, hkv, sink + recent, head_dim)
         self.dense_v = torch.zeros_like(self.dense_k)
-        capacity = _chunks(max(1, self.max_len - sink - recent))
+        capacity = _chunks(max(1, self.at.max_len - sink - recent))
         self.mid_k = keys.new_zeros(batch, self.layout.kept_channels, capacity)
         self.mid_v = keys.new_zeros(batch, self.layout.value_heads, capacity, head_dim)
-        for b, (pad, n) in enumerate(zip(pads, real)):
-            k, v = keys[b, :, pad:], values[b, :, pad:]
+        for b, pad in enumerate(pads):
+            k, v, n = keys[b, :, pad:], values[b, :, pad:], length - pad
             n_sink, first_recent = min(sink, n), max(sink, n - recent)
             self.dense_k[b, :, :n_sink], self.dense_v[b, :, :n_sink] = k[:, :n_sink], v[:, :n_sink]
             slots = sink + (torch.arange(first_recent, n, device=self.device) - sink) % recent
             self.dense_k[b, :, slots], self.dense_v[b, :, slots] = k[:, first_recent:n], v[:, first_recent:n]
-            n_mid = first_recent - sink
-            if n_mid > 0:
-                self.mid_k[b, :, :n_mid] = self._compact_k(k[:, sink:first_recent].transpose(0, 1)).T
-                self.mid_v[b, :, :n_mid] = v[self.v_heads, sink:first_recent]
-        self.n = torch.tensor(real, device=self.device)
-        self._rows = torch.arange(batch, device=self.device)
+            if first_recent > sink:
+                self.mid_k[b, :, : first_recent - sink] = k[self.k_head, sink:first_recent, self.k_chan]
+                self.mid_v[b, :, : first_recent - sink] = v[self.v_heads, sink:first_recent]
         self.seen = length
 
-    def _append(self, key: torch.Tensor, value: torch.Tensor) -> None:
-        """Add one token per sequence (``[B, H_kv, D]``); a full ring first evicts its slot into the middle.
+    def _append(self, key: torch.Tensor, value: torch.Tensor, step: Step) -> None:
+        """Store one token per sequence (``[B, H_kv, D]``); a full ring first evicts its slot into the middle.
 
-        The outgoing slot is written to middle column ``mid_len`` unconditionally: while a
+        The outgoing slot is written to middle column ``step.column`` unconditionally: while a
         sequence's ring is not full that column is 0 and stays invalid (``mid_len`` remains 0)
         until a real eviction overwrites it, so no per-sequence branch and no host read.
         """
-        sink, recent = self.layout.sink, self.layout.recent
-        self._grow(max(1, self.max_len + 1 - sink - recent))
-        rows, n, col = self._rows, self.n, self._mid_len()
-        slot = torch.where(n < sink, n, sink + (n - sink).remainder(recent))
-        outgoing_k, outgoing_v = self.dense_k[rows, :, slot], self.dense_v[rows, :, slot]  # [B, H_kv, D]
-        self.mid_k[rows, :, col] = self._compact_k(outgoing_k)
-        self.mid_v[rows, :, col] = outgoing_v[:, self.v_heads]
+        self._grow(max(1, step.max_len - self.layout.sink - self.layout.recent))
+        rows, slot, column = self.positions.rows, step.slot, step.column
+        self.mid_k[rows, :, column] = self.dense_k[rows[:, None], self.k_head, slot[:, None], self.k_chan]
+        self.mid_v[rows, :, column] = self.dense_v[rows[:, None], self.v_heads, slot[:, None]]
         self.dense_k[rows, :, slot], self.dense_v[rows, :, slot] = key, value
-        self.n = n + 1
-        self.max_len += 1
+        self.at = step
         self.seen += 1
 
     def _grow(self, needed: int) -> None:
@@ -192,49 +237,42 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
         mid_v[:, :, :capacity] = self.mid_v
         self.mid_k, self.mid_v = mid_k, mid_v
 
-    def _compact_k(self, k: torch.Tensor) -> torch.Tensor:
-        """``[..., H_kv, D]`` keys → ``[..., C]`` kept channels in mid_k row order."""
-        return k.flatten(-2)[..., self.k_src]
-
-    def _mid_len(self) -> torch.Tensor:
-        return (self.n - self.layout.sink - self.layout.recent).clamp(min=0)
-
-    def _select_rows(self, index: torch.Tensor) -> None:
-        """Keep / reorder / repeat batch rows (``max_len`` stays a valid upper bound)."""
-        if not self.seen:
-            return
-        index = index.to(self.device)
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Keep / reorder / repeat batch rows, after :meth:`Positions.select` did the same."""
         for name in _BATCH_TENSORS:
             setattr(self, name, getattr(self, name).index_select(0, index))
-        self._rows = torch.arange(index.shape[0], device=self.device)
+        self.at = self.positions.current
 
     # -- accounting -------------------------------------------------------------------------
     def tensors(self) -> list[torch.Tensor]:
-        """Every tensor this layer holds: storage, per-sequence lengths and index tables."""
+        """Every tensor this layer holds: storage, index tables and the lengths it decodes with."""
         lay = self.layout
-        held = [lay.counts, lay.kept_idx, lay.k_row, lay.v_slot, self.k_src, self.v_heads]
-        return held + ([getattr(self, name) for name in _BATCH_TENSORS] + [self._rows] if self.seen else [])
+        held = [lay.counts, lay.kept_idx, lay.k_row, lay.v_slot, self.k_head, self.k_chan, self.v_heads]
+        if self.seen:
+            held += [getattr(self, name) for name in _BATCH_TENSORS] + self.at.tensors()
+        return held
 
 
-_BATCH_TENSORS = ("dense_k", "dense_v", "mid_k", "mid_v", "n")
+_BATCH_TENSORS = ("dense_k", "dense_v", "mid_k", "mid_v")
 
 
 def _chunks(columns: int) -> int:
     return -(-columns // GROWTH_CHUNK) * GROWTH_CHUNK
 
 
-def _gather_indices(layout: LayerLayout, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``k_src``: mid_k row ``r`` holds flattened ``[H_kv * D]`` key channel ``k_src[r]``;
-    ``v_heads``: mid_v head slot ``s`` holds KV head ``v_heads[s]``."""
-    k_src = torch.empty(layout.kept_channels, dtype=torch.long)
+def _gather_indices(layout: LayerLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mid_k row ``r`` holds channel ``k_chan[r]`` of KV head ``k_head[r]``; mid_v slot ``s`` holds head ``v_heads[s]``."""
+    k_head = torch.empty(layout.kept_channels, dtype=torch.long)
+    k_chan = torch.empty(layout.kept_channels, dtype=torch.long)
     for h in range(layout.num_kv_heads):
         c, r = int(layout.counts[h]), int(layout.k_row[h])
-        k_src[r : r + c] = h * head_dim + layout.kept_idx[h, :c].long()
+        k_head[r : r + c] = h
+        k_chan[r : r + c] = layout.kept_idx[h, :c].long()
     v_heads = torch.empty(layout.value_heads, dtype=torch.long)
     for h, slot in enumerate(layout.v_slot.tolist()):
         if slot >= 0:
             v_heads[slot] = h
-    return k_src, v_heads
+    return k_head, k_chan, v_heads
 
 
 def _left_padding(attention_mask: torch.Tensor | None, batch: int, length: int) -> list[int]:
@@ -262,13 +300,32 @@ class LeanKCache(Cache):
             raise ValueError("the model does not use the LeanK attention hook: call leank_core.apply(model, mask) "
                              "before creating a LeanKCache")
         self.mask = mask
-        super().__init__(layers=[LeanKLayer(m, mask.sink, mask.recent) for m in mask.mask])
+        self.positions = Positions(mask.sink, mask.recent, len(mask.mask))
+        super().__init__(layers=[LeanKLayer(m, self.positions) for m in mask.mask])
+
+    def reset(self) -> None:
+        self.positions.reset()
+        super().reset()
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Beam search: row ``b`` becomes old row ``beam_idx[b]``."""
+        self.batch_select_indices(beam_idx)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.positions.seen:
+            indices = indices.to(self.positions.n.device)
+            self.positions.select(indices)
+            for layer in self.layers:
+                layer.select_rows(indices)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.positions.seen:
+            self.batch_select_indices(self.positions.rows.repeat_interleave(repeats))
 
     def nbytes(self) -> int:
         """Bytes of every tensor this cache has allocated (storages counted once)."""
-        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-                    for layer in self.layers for t in layer.tensors()}
-        return sum(storages.values())
+        held = [t for layer in self.layers for t in layer.tensors()] + self.positions.tensors()
+        return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}.values())
 
     def memory(self) -> "CacheMemory":
         """Allocated bytes by part, next to what a dense cache would hold (see :class:`CacheMemory`)."""

@@ -143,6 +143,25 @@ def test_left_padded_batch_rows_equal_their_own_unpadded_runs():
         assert torch.allclose(batch_logits[i], logits[0], atol=1e-4)
 
 
+def test_selecting_rows_of_a_padded_batch_keeps_each_row_on_its_own_positions():
+    """batch_select_indices (and beam search's reorder_cache) move every row with its own lengths."""
+    model = peaked_model()
+    mask = random_mask(model, seed=2)
+    apply(model, mask)
+    lengths = [25, 17, 6]
+    rows = [prompt(n, seed=10 + i)[0] for i, n in enumerate(lengths)]
+    ids, attn = left_padded(rows)
+    tokens, _, cache = generate(model, ids, mask, new=10, attention_mask=attn)
+    keep = torch.tensor([2, 0])
+    cache.batch_select_indices(keep)
+    positions = torch.tensor([[lengths[i] + 9] for i in keep.tolist()])
+    with torch.no_grad():
+        logits = model(tokens[keep, 9:], position_ids=positions, **cache_kwargs(model, cache)).logits[:, 0]
+    for got, i in zip(logits, keep.tolist()):
+        _, alone, _ = generate(model, rows[i][None], mask, new=11)
+        assert torch.allclose(got, alone[0, 10], atol=1e-4)
+
+
 def test_right_padded_prompts_are_refused():
     model = peaked_model()
     mask = random_mask(model)
@@ -245,6 +264,7 @@ def test_middle_storage_grows_one_chunk_at_a_time_not_per_token():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_decode_step_does_not_synchronise_with_the_host():
+    """Storing the token, growing within capacity and the decode kernel launch never wait for the GPU."""
     model = peaked_model(device="cuda")
     mask = random_mask(model)
     apply(model, mask)
@@ -252,13 +272,13 @@ def test_a_decode_step_does_not_synchronise_with_the_host():
     with torch.no_grad():
         model(prompt(GROWTH_CHUNK, device="cuda"), **cache_kwargs(model, cache))
     layer = cache.layers[0]
-    step = torch.randn(1, 2, 1, 16, device="cuda")
+    query, kv = torch.randn(1, 4, 1, 16, device="cuda"), torch.randn(1, 2, 1, 16, device="cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
-            layer._append(step[:, :, 0], step[:, :, 0])
-            layer.state()
+            layer.update(kv, kv)
+            layer.attend(None, query, None, 0.25)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
