@@ -8,8 +8,8 @@ an unnormalised partial softmax (running max ``m`` in log2 units, sum ``l``, wei
 * splits ``0 .. n_mid - 1`` take consecutive ``chunk``-token slices of the compact middle.
   The head's kept count ``c`` is read from a table at run time, so every bucket of the layer
   (any count, 0 and D included) runs in the same launch: the query gathered to the kept
-  channels times a ``[D, BLOCK_N]`` tile of channel-major ``mid_k`` whose rows ``>= c`` are
-  predicated off, so only kept rows are read from memory;
+  channels times a ``[KC, BLOCK_N]`` tile of channel-major ``mid_k``, ``KC`` the head's tier
+  (32, 64 or D rows), whose rows ``>= c`` are predicated off, so only kept rows are read;
 * the remaining splits take ``DENSE_CHUNK``-slot slices of the dense sink + recent part with
   full ``q . k`` (split too, so a single sequence's dense part is not one long program).
 
@@ -19,7 +19,7 @@ with no token mask and a single masked tile handles each slice's tail. Dots use
 ``input_precision="ieee"`` so fp32 caches get fp32 products, not TF32 (no effect on fp16/bf16).
 
 ``leank_merge_kernel``: program ``b * H + i`` merges the partials of query head ``i`` with a
-log-sum-exp rescale. Lengths are read on the device, so neither kernel needs a host sync.
+log-sum-exp rescale (a small second launch). Lengths are read on the device, so neither kernel needs a host sync.
 """
 
 import triton
@@ -36,6 +36,38 @@ def _online_softmax_step(s, v, m_i, l_i, acc):
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
     l_i = l_i * alpha + tl.sum(p, 1)
     return m_new, l_i, acc
+
+
+@triton.jit
+def _middle_slice(q_rows, g_ok, idx_ptr, count, k_rows, v_tok, length, CAP, qk_scale, m_i, l_i, acc,
+                  KC: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One head's slice of compact middle tokens, K tiles ``[KC, BLOCK_N]`` (``KC >= count``).
+
+    Row i of the head's mid_k block holds channel ``idx[i]``; the query is gathered to match,
+    and rows ``>= count`` are zero in q and never loaded, so one ``[G, KC] x [KC, N]`` dot
+    serves every kept count up to ``KC``.
+    """
+    offs_c = tl.arange(0, KC)
+    offs_d = tl.arange(0, D)
+    offs_n = tl.arange(0, BLOCK_N)
+    c_ok = offs_c < count
+    idx = tl.load(idx_ptr + offs_c, mask=c_ok, other=0)
+    qk = tl.load(q_rows[:, None] + idx[None, :], mask=g_ok[:, None] & c_ok[None, :], other=0.0)
+    k_tile = k_rows + offs_c[:, None] * CAP + offs_n[None, :]
+    v_tile = v_tok + offs_n[:, None] * D + offs_d[None, :]
+    n_full = length // BLOCK_N
+    for i in range(0, n_full):
+        k = tl.load(k_tile + i * BLOCK_N, mask=c_ok[:, None], other=0.0)
+        v = tl.load(v_tile + i * BLOCK_N * D)
+        s = tl.dot(qk, k, input_precision="ieee") * qk_scale
+        m_i, l_i, acc = _online_softmax_step(s, v, m_i, l_i, acc)
+    if n_full * BLOCK_N < length:
+        valid = n_full * BLOCK_N + offs_n < length
+        k = tl.load(k_tile + n_full * BLOCK_N, mask=c_ok[:, None] & valid[None, :], other=0.0)
+        v = tl.load(v_tile + n_full * BLOCK_N * D, mask=valid[:, None], other=0.0)
+        s = tl.where(valid[None, :], tl.dot(qk, k, input_precision="ieee") * qk_scale, float("-inf"))
+        m_i, l_i, acc = _online_softmax_step(s, v, m_i, l_i, acc)
+    return m_i, l_i, acc
 
 
 @triton.jit
@@ -67,28 +99,20 @@ def leank_split_kernel(
         start = tl.multiple_of(split * chunk, BLOCK_N)
         length = tl.minimum(tl.load(mid_len_ptr + b) - start, chunk)
         if (count > 0) & (length > 0):
-            # Row i of the head's mid_k block holds channel kept_idx[h, i]; the query is gathered
-            # to match, and rows >= count are zero in q and never loaded, so one [G, D] x [D, N]
-            # dot serves every kept count.
-            c_ok = offs_d < count
-            idx = tl.load(kept_idx_ptr + h * D + offs_d, mask=c_ok, other=0)
-            qk = tl.load(q_rows[:, None] + idx[None, :], mask=g_ok[:, None] & c_ok[None, :], other=0.0)
+            idx_ptr = kept_idx_ptr + h * D
             k_rows = mid_k_ptr + (b.to(tl.int64) * C + tl.load(k_row_ptr + h)) * CAP + start
             v_tok = mid_v_ptr + ((b.to(tl.int64) * HNZ + tl.load(v_slot_ptr + h)) * CAP + start) * D
-            k_tile = k_rows + offs_d[:, None] * CAP + offs_n[None, :]
-            v_tile = v_tok + offs_n[:, None] * D + offs_d[None, :]
-            n_full = length // BLOCK_N
-            for i in range(0, n_full):
-                k = tl.load(k_tile + i * BLOCK_N, mask=c_ok[:, None], other=0.0)
-                v = tl.load(v_tile + i * BLOCK_N * D)
-                s = tl.dot(qk, k, input_precision="ieee") * qk_scale
-                m_i, l_i, acc = _online_softmax_step(s, v, m_i, l_i, acc)
-            if n_full * BLOCK_N < length:
-                valid = n_full * BLOCK_N + offs_n < length
-                k = tl.load(k_tile + n_full * BLOCK_N, mask=c_ok[:, None] & valid[None, :], other=0.0)
-                v = tl.load(v_tile + n_full * BLOCK_N * D, mask=valid[:, None], other=0.0)
-                s = tl.where(valid[None, :], tl.dot(qk, k, input_precision="ieee") * qk_scale, float("-inf"))
-                m_i, l_i, acc = _online_softmax_step(s, v, m_i, l_i, acc)
+            # K tiles only as tall as the head's tier (32, 64 or D rows): fewer predicated-off
+            # rows to issue, same code for every count within a tier.
+            if (D > 64) & (count <= 32):
+                m_i, l_i, acc = _middle_slice(q_rows, g_ok, idx_ptr, count, k_rows, v_tok, length, CAP, qk_scale,
+                                              m_i, l_i, acc, 32, D, BLOCK_N)
+            elif (D > 64) & (count <= 64):
+                m_i, l_i, acc = _middle_slice(q_rows, g_ok, idx_ptr, count, k_rows, v_tok, length, CAP, qk_scale,
+                                              m_i, l_i, acc, 64, D, BLOCK_N)
+            else:
+                m_i, l_i, acc = _middle_slice(q_rows, g_ok, idx_ptr, count, k_rows, v_tok, length, CAP, qk_scale,
+                                              m_i, l_i, acc, D, D, BLOCK_N)
     else:
         # Dense part: sink slots [0, SINK) and the recent ring [SINK, DENSE), full keys.
         q = tl.load(q_rows[:, None] + offs_d[None, :], mask=g_ok[:, None], other=0.0)
@@ -117,15 +141,27 @@ def leank_split_kernel(
 
 @triton.jit
 def leank_merge_kernel(part_acc_ptr, part_ml_ptr, out_ptr, n_splits, BLOCK_S: tl.constexpr, D: tl.constexpr):
+    """Two passes over the splits in ``BLOCK_S`` blocks (global max, then weighted sums): any split count,
+    no recompile when it changes, no spills."""
     row = tl.program_id(0)
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, D)
-    s_ok = offs_s < n_splits
-    m = tl.load(part_ml_ptr + (row * n_splits + offs_s) * 2, mask=s_ok, other=float("-inf"))
-    l = tl.load(part_ml_ptr + (row * n_splits + offs_s) * 2 + 1, mask=s_ok, other=0.0)
-    used = l > 0
-    w = tl.where(used, tl.exp2(m - tl.max(m, 0)), 0.0)
-    acc = tl.load(part_acc_ptr + (row * n_splits + offs_s[:, None]) * D + offs_d[None, :], mask=used[:, None],
-                  other=0.0)
-    out = tl.sum(acc * w[:, None], 0) / tl.sum(l * w, 0)
-    tl.store(out_ptr + row * D + offs_d, out.to(out_ptr.dtype.element_ty))
+    ml_row = part_ml_ptr + row * n_splits * 2
+    m_max = tl.full([BLOCK_S], float("-inf"), tl.float32)
+    for s0 in range(0, n_splits, BLOCK_S):
+        s_ok = s0 + offs_s < n_splits
+        m_max = tl.maximum(m_max, tl.load(ml_row + (s0 + offs_s) * 2, mask=s_ok, other=float("-inf")))
+    m_max = tl.max(m_max, 0)
+    acc = tl.zeros([D], tl.float32)
+    den = tl.zeros([BLOCK_S], tl.float32)
+    for s0 in range(0, n_splits, BLOCK_S):
+        s_ok = s0 + offs_s < n_splits
+        m = tl.load(ml_row + (s0 + offs_s) * 2, mask=s_ok, other=float("-inf"))
+        l = tl.load(ml_row + (s0 + offs_s) * 2 + 1, mask=s_ok, other=0.0)
+        used = l > 0
+        w = tl.where(used, tl.exp2(m - m_max), 0.0)
+        part = tl.load(part_acc_ptr + (row * n_splits + s0 + offs_s[:, None]) * D + offs_d[None, :],
+                       mask=used[:, None], other=0.0)
+        acc += tl.sum(part * w[:, None], 0)
+        den += l * w
+    tl.store(out_ptr + row * D + offs_d, (acc / tl.sum(den, 0)).to(out_ptr.dtype.element_ty))

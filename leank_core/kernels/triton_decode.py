@@ -20,12 +20,13 @@ import triton
 from leank_core.kernels.decode_kernel import leank_merge_kernel, leank_split_kernel
 from leank_core.kernels.layout import DecodeState, LayerLayout
 
-BLOCK_N = 64  # tokens per tile
+BLOCK_N = 128  # tokens per tile
 DENSE_CHUNK = 256  # dense sink + recent slots per split
 MIN_CHUNK = 256  # middle tokens per split, at least (amortises the partial write and merge)
-WAVES = 4  # programs wanted per SM
+WAVES = 8  # programs wanted per SM
 NUM_WARPS = 4
 NUM_STAGES = 2
+MERGE_BLOCK = 16  # splits per merge step
 
 
 class SplitPlan(NamedTuple):
@@ -95,6 +96,5 @@ def decode_attention_triton(q: torch.Tensor, state: DecodeState, layout: LayerLa
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     out = torch.empty_like(q)
-    leank_merge_kernel[(b * h,)](part_acc, part_ml, out, plan.n_splits,
-                                 BLOCK_S=triton.next_power_of_2(plan.n_splits), D=d)
+    leank_merge_kernel[(b * h,)](part_acc, part_ml, out, plan.n_splits, BLOCK_S=MERGE_BLOCK, D=d)
     return out

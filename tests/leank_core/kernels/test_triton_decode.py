@@ -8,9 +8,9 @@ import torch
 from leank_core.kernels import decode_attention
 from leank_core.kernels.layout import DecodeState, LayerLayout
 from leank_core.kernels.reference import decode_attention_reference, dense_slot_valid
-from leank_core.kernels.triton_decode import DENSE_CHUNK, decode_attention_triton, split_plan
+from leank_core.kernels.triton_decode import DENSE_CHUNK, MERGE_BLOCK, decode_attention_triton, split_plan
 
-SINK, RECENT, D = 4, 8, 32
+SINK, RECENT, D = 4, 8, 128
 
 
 def layer_mask(counts: list[int], seed: int = 0) -> torch.Tensor:
@@ -61,9 +61,9 @@ def assert_kernel_matches_reference(counts, lengths, cap, group=2, dtype=torch.f
 
 
 BUCKET_LAYOUTS = {
-    "mixed buckets with zero and all-kept heads": [0, 16, 32, 16, 0, 8, 24, 32],
-    "single bucket": [16, 16, 16, 16],
-    "all heads kept": [32, 32],
+    "mixed buckets with zero and all-kept heads": [0, 32, 128, 64, 0, 16, 96, 128, 48],
+    "single bucket": [64, 64, 64, 64],
+    "all heads kept": [128, 128],
     "all heads zero": [0, 0, 0],
 }
 
@@ -81,15 +81,16 @@ def test_kernel_equals_reference_for_bucket_layouts(counts, dtype):
 )
 @pytest.mark.parametrize("group", [1, 3])
 def test_kernel_equals_reference_for_ragged_lengths_and_gqa_groups(lengths, group):
-    assert_kernel_matches_reference([0, 8, 32], lengths, cap=768, group=group)
+    assert_kernel_matches_reference([0, 32, 112], lengths, cap=768, group=group)
 
 
 def test_kernel_equals_reference_across_many_middle_and_dense_splits():
-    """Ragged middles over several slices (whole tiles and a masked tail) and a dense part over several slices."""
-    sink, recent = 64, 2 * DENSE_CHUNK - 64 + 5
-    plan = split_plan(1, 2, 1024, sink + recent, torch.device("cpu"))
-    assert plan.n_mid > 2 and plan.n_dense > 2
-    assert_kernel_matches_reference([8, 32], [sink + recent + 1000], cap=1024, sink=sink, recent=recent)
+    """Ragged middles over more slices than one merge block (whole tiles and a masked tail) and a dense part
+    over several slices."""
+    sink, recent, cap = 64, 2 * DENSE_CHUNK - 64 + 5, 5120
+    plan = split_plan(1, 2, cap, sink + recent, torch.device("cpu"))
+    assert plan.n_splits > MERGE_BLOCK and plan.n_dense > 2
+    assert_kernel_matches_reference([16, 128], [sink + recent + cap - 37], cap=cap, sink=sink, recent=recent)
 
 
 def test_split_plan_depends_only_on_static_shapes_and_covers_the_capacity():
