@@ -4,8 +4,9 @@ Per layer and step: one split kernel over ``B * H_kv`` KV heads × (middle split
 splits), then a small log-sum-exp merge over ``B * H`` query heads. The split plan depends
 only on static shapes (batch, heads, middle capacity, SM count), never on device lengths, so
 a step needs no host sync and is CUDA-graph friendly; slices beyond a sequence's middle
-length exit at once. Shapes that change while decoding (capacity, split count, kept rows)
-are runtime arguments, so a growing cache does not recompile the kernel.
+length exit at once. Sizes that change while decoding (capacity, split count, kept rows) are
+runtime arguments, so a growing cache does not recompile the kernel per size (Triton's own
+divisibility specialisation aside).
 """
 
 from __future__ import annotations
