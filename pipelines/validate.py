@@ -1,0 +1,178 @@
+"""Validation job and accuracy gate: full cache vs LeanKCache on held-out long-context tasks.
+
+    ray job submit --working-dir . -- python pipelines/validate.py --model M --mask org/name@3
+    python pipelines/validate.py --model smollm2-135m --mask mask.safetensors   # local Ray
+
+Samples come from the *eval* split of ``leank_core.data`` (templates, haystacks and seeds
+disjoint from training). They are sharded over Ray workers (one per GPU; CPU workers
+locally); each worker runs every sample with the full cache and with the mask (and, with
+``--baseline random``, with a random mask of the same kept counts). The report (JSON + PNG)
+is written locally and, for a registry mask, attached to that exact version, which then
+becomes ``accepted`` or ``rejected``. The process exits 1 on reject so CI can gate on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script (ray job submit -- python pipelines/validate.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from leank_core.data import TASKS, make_samples  # noqa: E402
+from leank_core.loading import ModelSource, resolve_model  # noqa: E402
+from leank_core.mask import LeanKMask  # noqa: E402
+from pipelines.report import Gate, Report, plot_report  # noqa: E402
+
+DEFAULT_LENGTHS = (1024, 2048)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="leank validate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="smollm2-135m, a .gguf file, a local HF folder or a hub id")
+    p.add_argument("--mask", required=True, help="registry ref org/name[@version] or a mask .safetensors file")
+    p.add_argument("--registry", default=None, help="registry URL (local dir or s3://bucket/prefix); default: embedded store")
+    p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="context lengths in tokens")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK",
+                   help=f"tasks to run (default all: {', '.join(TASKS)})")
+    p.add_argument("--samples", type=int, default=4, help="samples per task x length cell")
+    p.add_argument("--seed", type=int, default=1234, help="evaluation seed (the eval split never equals training)")
+    p.add_argument("--extra-tokens", type=int, default=8,
+                   help="greedy tokens generated per sample beyond the gold answer's length")
+    p.add_argument("--baseline", choices=["random"], default=None,
+                   help="also evaluate a random mask with the same kept counts (what learning is worth)")
+    p.add_argument("--max-mean-drop", type=float, default=1.0, help="gate: allowed drop of mean accuracy (points)")
+    p.add_argument("--max-cell-drop", type=float, default=5.0, help="gate: allowed drop of any task x length cell (points)")
+    p.add_argument("--num-workers", type=int, default=None, help="Ray workers (default: one per GPU, else 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default 1 if the cluster has GPUs)")
+    p.add_argument("--out", type=Path, default=Path("runs/validate"), help="where the report JSON/PNG are written")
+    return p
+
+
+def check_args(args: argparse.Namespace, source: ModelSource) -> None:
+    """Fail before any worker starts, with one line."""
+    if args.samples < 1 or args.extra_tokens < 0:
+        raise ValueError("--samples must be >= 1 and --extra-tokens >= 0")
+    if min(args.lengths) < 64:
+        raise ValueError("--lengths must be >= 64 tokens")
+    Gate(args.max_mean_drop, args.max_cell_drop)
+    window = source.config().max_position_embeddings
+    if max(args.lengths) + 64 > window:
+        raise ValueError(f"--lengths up to {max(args.lengths)} leave no room to generate in the model window {window}")
+
+
+def load_mask(spec: str, registry_url: str | None) -> tuple[LeanKMask, Any]:
+    """A mask file, or a registry ref (candidates allowed: validating them is the point)."""
+    if Path(spec).is_file() or spec.endswith(".safetensors"):
+        return LeanKMask.load(spec), None
+    from registry import MaskRegistry, parse_ref
+
+    registry = MaskRegistry(registry_url)
+    ref = registry.resolve(parse_ref(spec))
+    return registry.pull(ref.model_id, version=ref.version, allow_unaccepted=True), (registry, ref)
+
+
+def evaluate_shard(source: ModelSource, mask_bytes: bytes, samples: list[dict], runs: list[str],
+                   extra_tokens: int, seed: int) -> tuple[list[dict], dict]:
+    """Worker body: every run on every sample of this shard; memory of the largest masked sample."""
+    import torch
+
+    from leank_core.cache import apply
+    from leank_core.evaluation import evaluate, generate_one
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = source.load(dtype=dtype, device=device)
+    tokenizer = source.tokenizer()
+    mask = LeanKMask.from_bytes(mask_bytes)
+    apply(model, mask)
+    masks = {"full": None, "masked": mask, "random": mask.random_like(seed)}
+    rows = []
+    for run in runs:
+        rows += evaluate(model, tokenizer, samples, masks[run], extra_tokens, run)
+    longest = max(samples, key=lambda s: len(s["input_ids"]))
+    tokens, _, cache = generate_one(model, longest["input_ids"], mask, len(longest["answer_ids"]) + extra_tokens)
+    memory = cache.memory()
+    return rows, {"tokens": len(longest["input_ids"]) + len(tokens), "k_saving": memory.k_saving,
+                  "v_saving": memory.v_saving, **asdict(memory)}
+
+
+def run_sharded(args: argparse.Namespace, source: ModelSource, mask: LeanKMask, samples: list[dict],
+                runs: list[str]) -> tuple[list[dict], dict]:
+    import ray
+
+    ray.init()  # RAY_ADDRESS (set by ray job submit) or a new local Ray
+    gpus = ray.cluster_resources().get("GPU", 0)
+    per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (1 if gpus else 0)
+    workers = args.num_workers or (int(gpus // per_worker) if per_worker else 1)
+    task = ray.remote(num_gpus=per_worker, num_cpus=1)(evaluate_shard)
+    shards = [samples[i::workers] for i in range(workers) if samples[i::workers]]
+    futures = [task.remote(source, mask.to_bytes(), shard, runs, args.extra_tokens, args.seed) for shard in shards]
+    rows, memories = [], []
+    try:
+        for shard_rows, memory in ray.get(futures):
+            rows += shard_rows
+            memories.append(memory)
+    finally:
+        ray.shutdown()
+    return rows, max(memories, key=lambda m: m["tokens"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        source = resolve_model(args.model)
+        check_args(args, source)
+        mask, published = load_mask(args.mask, args.registry)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"leank validate: {e}", file=sys.stderr)
+        return 2
+    tokenizer = source.tokenizer()
+    samples = make_samples(tokenizer, "eval", args.tasks, args.lengths, args.samples, args.seed).to_list()
+    runs = ["full", "masked"] + (["random"] if args.baseline else [])
+    print(f"validating {mask.model_id or args.model} mask {mask.sha256()[:12]} on {len(samples)} samples x {runs}")
+    try:
+        rows, memory = run_sharded(args, source, mask, samples, runs)
+    except Exception as e:  # noqa: BLE001 - a worker's error (e.g. mask for another model) as one line
+        cause = getattr(e, "cause", None) or e
+        print(f"leank validate: {type(cause).__name__}: {str(cause).splitlines()[-1] if str(cause) else ''}",
+              file=sys.stderr)
+        return 2
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    report = Report.build(rows, mask.sha256(), mask.model_id, mask.model_hash,
+                          Gate(args.max_mean_drop, args.max_cell_drop), memory=memory, settings=settings)
+    out = args.out / mask.sha256()[:16]
+    path = report.save(out / "report.json")
+    plot_report(report, out / "accuracy.png")
+    print(f"report: {path}\n{report.summary()}")
+    if published:
+        try:
+            publish(*published, report)
+        except RuntimeError as e:  # RegistryError: unreachable store, damaged version ...
+            print(f"leank validate: {e}", file=sys.stderr)
+            return 1
+    return 0 if report.passed else 1
+
+
+def publish(registry: Any, ref: Any, report: Report) -> None:
+    """Attach the report to the exact version; a candidate then becomes accepted or rejected.
+
+    A version already decided keeps its decision (decisions are final); the new report is
+    still stored next to the earlier ones.
+    """
+    report_id = registry.attach_report(ref, report.to_dict())
+    status = registry.show(ref.model_id, ref.version)["status"]
+    if status == "candidate":
+        (registry.accept if report.passed else registry.reject)(ref, report_id)
+        status = "accepted" if report.passed else "rejected"
+    print(f"{ref}: {status} (report {report_id})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
