@@ -141,27 +141,27 @@ def leank_split_kernel(
 
 @triton.jit
 def leank_merge_kernel(part_acc_ptr, part_ml_ptr, out_ptr, n_splits, BLOCK_S: tl.constexpr, D: tl.constexpr):
-    """Two passes over the splits in ``BLOCK_S`` blocks (global max, then weighted sums): any split count,
-    no recompile when it changes, no spills."""
+    """One pass over the splits in ``BLOCK_S`` blocks with a running max (any split count, no recompile when
+    it changes, no spills); slices with no token (``l == 0``) cost only their ``m, l`` load."""
     row = tl.program_id(0)
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, D)
     ml_row = part_ml_ptr + row * n_splits * 2
-    m_max = tl.full([BLOCK_S], float("-inf"), tl.float32)
-    for s0 in range(0, n_splits, BLOCK_S):
-        s_ok = s0 + offs_s < n_splits
-        m_max = tl.maximum(m_max, tl.load(ml_row + (s0 + offs_s) * 2, mask=s_ok, other=float("-inf")))
-    m_max = tl.max(m_max, 0)
+    m_run = tl.full((), float("-inf"), tl.float32)
+    l_run = tl.full((), 0.0, tl.float32)
     acc = tl.zeros([D], tl.float32)
-    den = tl.zeros([BLOCK_S], tl.float32)
     for s0 in range(0, n_splits, BLOCK_S):
         s_ok = s0 + offs_s < n_splits
-        m = tl.load(ml_row + (s0 + offs_s) * 2, mask=s_ok, other=float("-inf"))
         l = tl.load(ml_row + (s0 + offs_s) * 2 + 1, mask=s_ok, other=0.0)
         used = l > 0
-        w = tl.where(used, tl.exp2(m - m_max), 0.0)
+        m = tl.where(used, tl.load(ml_row + (s0 + offs_s) * 2, mask=s_ok, other=0.0), float("-inf"))
         part = tl.load(part_acc_ptr + (row * n_splits + s0 + offs_s[:, None]) * D + offs_d[None, :],
                        mask=used[:, None], other=0.0)
-        acc += tl.sum(part * w[:, None], 0)
-        den += l * w
-    tl.store(out_ptr + row * D + offs_d, (acc / tl.sum(den, 0)).to(out_ptr.dtype.element_ty))
+        m_new = tl.maximum(m_run, tl.max(m, 0))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        w = tl.exp2(m - m_safe)  # 0 for unused slices
+        alpha = tl.exp2(m_run - m_safe)
+        acc = acc * alpha + tl.sum(part * w[:, None], 0)
+        l_run = l_run * alpha + tl.sum(l * w, 0)
+        m_run = m_new
+    tl.store(out_ptr + row * D + offs_d, (acc / l_run).to(out_ptr.dtype.element_ty))

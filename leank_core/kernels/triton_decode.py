@@ -23,11 +23,11 @@ from leank_core.kernels.layout import DecodeState, LayerLayout
 
 BLOCK_N = 128  # tokens per tile
 DENSE_CHUNK = 256  # dense sink + recent slots per split
-MIN_CHUNK = 256  # middle tokens per split, at least (amortises the partial write and merge)
+MIN_CHUNK = 1024  # middle tokens per split, at least (fewer partials to merge)
 WAVES = 8  # programs wanted per SM
 NUM_WARPS = 4
 NUM_STAGES = 2
-MERGE_BLOCK = 16  # splits per merge step
+MERGE_BLOCK = 64  # splits per merge step
 
 
 class SplitPlan(NamedTuple):
