@@ -54,6 +54,7 @@ class Step:
     """Where each sequence's new token goes, and the lengths the kernel reads once it is stored."""
 
     slot: torch.Tensor | None  # [B] dense slot the token takes (None: the prompt)
+    slot_offset: torch.Tensor | None  # [B, 1] slot * head_dim: the slot's offset within one head's dense rows
     column: torch.Tensor | None  # [B] middle column that slot's outgoing token moves to
     sink_len: torch.Tensor  # [B] int32, as in DecodeState
     recent_len: torch.Tensor
@@ -61,7 +62,8 @@ class Step:
     max_len: int  # host-side upper bound of any sequence's token count after the step
 
     def tensors(self) -> list[torch.Tensor]:
-        return [t for t in (self.slot, self.column, self.sink_len, self.recent_len, self.mid_len) if t is not None]
+        parts = (self.slot, self.slot_offset, self.column, self.sink_len, self.recent_len, self.mid_len)
+        return [t for t in parts if t is not None]
 
 
 class Positions:
@@ -73,8 +75,8 @@ class Positions:
     last layer is through.
     """
 
-    def __init__(self, sink: int, recent: int, num_layers: int) -> None:
-        self.sink, self.recent, self.num_layers = sink, recent, num_layers
+    def __init__(self, sink: int, recent: int, head_dim: int, num_layers: int) -> None:
+        self.sink, self.recent, self.head_dim, self.num_layers = sink, recent, head_dim, num_layers
         self.reset()
 
     def reset(self) -> None:
@@ -114,8 +116,10 @@ class Positions:
 
     def _step(self, slot: torch.Tensor | None, column: torch.Tensor | None, max_len: int) -> Step:
         n, sink, recent = self.n, self.sink, self.recent
-        return Step(slot, column, n.clamp(max=sink).to(torch.int32), (n - sink).clamp(0, recent).to(torch.int32),
-                    (n - sink - recent).clamp(min=0).to(torch.int32), max_len)
+        offset = None if slot is None else (slot * self.head_dim)[:, None]
+        return Step(slot, offset, column, n.clamp(max=sink).to(torch.int32),
+                    (n - sink).clamp(0, recent).to(torch.int32), (n - sink - recent).clamp(min=0).to(torch.int32),
+                    max_len)
 
     def tensors(self) -> list[torch.Tensor]:
         if not self.seen:
@@ -136,6 +140,12 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
         self.layout = LayerLayout.from_mask(layer_mask, positions.sink, positions.recent)
         self.positions = positions
         self.k_head, self.k_chan, self.v_heads = _gather_indices(self.layout)
+        # Flat offsets into one sequence's dense_k / dense_v ([H_kv * (S + R) * D]) of the kept K channels and of
+        # the nonzero heads' V rows at slot 0: adding step.slot_offset gathers a slot's outgoing token in one op.
+        d = layer_mask.shape[-1]
+        head_stride = (positions.sink + positions.recent) * d
+        self.k_flat = self.k_head * head_stride + self.k_chan
+        self.v_flat = (self.v_heads[:, None] * head_stride + torch.arange(d)).flatten()
         self.seen = 0  # positions processed, padding included (what generate calls the sequence length)
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -143,7 +153,8 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device, self.dtype = key_states.device, key_states.dtype
         self.layout = self.layout.to(self.device)
-        self.k_head, self.k_chan, self.v_heads = (t.to(self.device) for t in (self.k_head, self.k_chan, self.v_heads))
+        self.k_head, self.k_chan, self.v_heads, self.k_flat, self.v_flat = (
+            t.to(self.device) for t in (self.k_head, self.k_chan, self.v_heads, self.k_flat, self.v_flat))
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
@@ -219,9 +230,11 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
         until a real eviction overwrites it, so no per-sequence branch and no host read.
         """
         self._grow(max(1, step.max_len - self.layout.sink - self.layout.recent))
-        rows, slot, column = self.positions.rows, step.slot, step.column
-        self.mid_k[rows, :, column] = self.dense_k[rows[:, None], self.k_head, slot[:, None], self.k_chan]
-        self.mid_v[rows, :, column] = self.dense_v[rows[:, None], self.v_heads, slot[:, None]]
+        rows, slot, column, batch = self.positions.rows, step.slot, step.column, key.shape[0]
+        outgoing_k = self.dense_k.view(batch, -1).gather(1, self.k_flat + step.slot_offset)  # [B, C]
+        outgoing_v = self.dense_v.view(batch, -1).gather(1, self.v_flat + step.slot_offset)  # [B, H_nz * D]
+        self.mid_k[rows, :, column] = outgoing_k
+        self.mid_v[rows, :, column] = outgoing_v.view(batch, *self.mid_v.shape[1::2])
         self.dense_k[rows, :, slot], self.dense_v[rows, :, slot] = key, value
         self.at = step
         self.seen += 1
@@ -247,7 +260,8 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor this layer holds: storage, index tables and the lengths it decodes with."""
         lay = self.layout
-        held = [lay.counts, lay.kept_idx, lay.k_row, lay.v_slot, self.k_head, self.k_chan, self.v_heads]
+        held = [lay.counts, lay.kept_idx, lay.k_row, lay.v_slot, self.k_head, self.k_chan, self.v_heads, self.k_flat,
+                self.v_flat]
         if self.seen:
             held += [getattr(self, name) for name in _BATCH_TENSORS] + self.at.tensors()
         return held
@@ -300,7 +314,7 @@ class LeanKCache(Cache):
             raise ValueError("the model does not use the LeanK attention hook: call leank_core.apply(model, mask) "
                              "before creating a LeanKCache")
         self.mask = mask
-        self.positions = Positions(mask.sink, mask.recent, len(mask.mask))
+        self.positions = Positions(mask.sink, mask.recent, shape[-1], shape[0])
         super().__init__(layers=[LeanKLayer(m, self.positions) for m in mask.mask])
 
     def reset(self) -> None:

@@ -106,6 +106,18 @@ def test_other_architectures_decode_like_the_training_side_forward(arch):
     assert torch.allclose(logits[:, 1:], oracle_logits(model, ids, tokens[:, :-1], mask), atol=1e-4)
 
 
+def test_a_layer_that_keeps_no_channel_stores_no_middle_and_still_matches_the_oracle():
+    model = peaked_model()
+    bits = random_mask(model).mask.clone()
+    bits[0] = False
+    mask = LeanKMask(mask=bits, sink=SINK, recent=RECENT, align=4, ratio=0.5, model_hash=model_hash(model))
+    apply(model, mask)
+    ids = prompt(20)
+    tokens, logits, cache = generate(model, ids, mask)
+    assert cache.layers[0].mid_k.numel() == cache.layers[0].mid_v.numel() == 0
+    assert torch.allclose(logits[:, 1:], oracle_logits(model, ids, tokens[:, :-1], mask), atol=1e-4)
+
+
 def test_multi_token_call_after_the_prompt_runs_with_decode_semantics():
     """A second chunk of input (e.g. a follow-up turn) is decoded token by token, matching the oracle."""
     model = peaked_model()
