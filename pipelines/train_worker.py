@@ -1,0 +1,274 @@
+"""What one Ray Train worker of the mask-learning job does: α under DeepSpeed ZeRO, resumable.
+
+Every worker holds the frozen model (ZeRO-3: built partitioned, each worker keeps 1/N of the
+weights; ZeRO-2: a whole copy) and trains only α with :func:`leank_core.training.compute_loss`
+on its own shard of the data; DeepSpeed averages α's gradient over the workers. The loop is
+:func:`leank_core.training.learn_mask` spread over workers: stage 1 with ``lr`` and λ, then a
+fresh Adam with ``stage2_lr`` and λ = 0, α clamped to [0, 1] after every step.
+
+Resumability: which sample a worker uses at a step is a pure function of (seed, rank, step)
+(:func:`sample_order`), and a checkpoint holds α, the Adam state and the step, so a run
+restarted from any checkpoint computes exactly what the uninterrupted run computes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from leank_core.adapters import adapter_for
+from leank_core.loading import ModelSource
+from leank_core.mask import LeanKMask
+from leank_core.model_hash import hash_weights, model_hash
+from leank_core.training import Importance, TrainConfig, compute_loss, prepare
+
+MASK_FILE = "mask.safetensors"  # in the final checkpoint: the run is finished
+DS_TAG = "alpha"                  # DeepSpeed checkpoint tag inside every Ray checkpoint
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Everything a worker needs; built and checked by the driver before any worker starts."""
+
+    source: ModelSource
+    train: TrainConfig
+    zero_stage: int
+    dtype: str
+    checkpoint_every: int
+    data: Any  # ray.ObjectRef of a datasets.Dataset with input_ids / answer_ids
+    mask_extra: dict[str, Any]
+
+
+class ClampedAdam(torch.optim.Adam):
+    """Adam whose step ends with the projection of α onto [0, 1] (``Importance.clamp_``).
+
+    ZeRO keeps the master copy of α inside the optimizer and copies it back into the model
+    after the step, so clamping the model's α would be overwritten; clamping here clamps the
+    copy that both the next forward pass and the next Adam update see, as in ``learn_mask``.
+    Elementwise, so it is the same on a ZeRO partition as on the whole tensor.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.clamp_(0.0, 1.0)
+        return loss
+
+    def restart(self, lr: float) -> None:
+        """Become a freshly constructed Adam with ``lr`` (``learn_mask`` starts each stage so)."""
+        self.state.clear()
+        for group in self.param_groups:
+            group["lr"] = lr
+
+
+class AlphaStep(nn.Module):
+    """The module handed to DeepSpeed: frozen model + α; forward is one ``compute_loss``.
+
+    α is also registered directly on this module because ZeRO-3 gathers a module's own
+    parameters around its forward (and again for its backward), so α is whole while the loss
+    reads it even when ZeRO partitions it.
+    """
+
+    def __init__(self, model: PreTrainedModel, importance: Importance, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.importance = importance
+        self.alpha = importance.alpha
+        self.config = config
+
+    def forward(self, sample: Mapping[str, Sequence[int]], stage: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        terms = compute_loss(self.model, self.importance, sample, self.config, stage)
+        return terms.total, terms.mse, terms.l1  # a tuple: ZeRO-3 hooks backward onto output tensors
+
+
+def deepspeed_config(zero_stage: int, dtype: str) -> dict[str, Any]:
+    """Batch 1 per worker, no gradient clipping, α's gradient averaged over workers."""
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "zero_allow_untested_optimizer": True,  # ClampedAdam is torch's Adam plus a projection
+        "steps_per_print": 1 << 30,
+    }
+
+
+def load_frozen(source: ModelSource, ds_config: dict[str, Any], dtype: str, device: torch.device) -> PreTrainedModel:
+    """The frozen model with the LeanK hook; under ZeRO-3 constructed already partitioned.
+
+    transformers builds the model inside ``deepspeed.zero.Init`` while an ``HfDeepSpeedConfig``
+    is alive, so no worker ever holds the whole model.
+    """
+    from transformers.integrations import HfDeepSpeedConfig
+
+    hf_ds = HfDeepSpeedConfig(ds_config) if ds_config["zero_optimization"]["stage"] == 3 else None
+    model = source.load(dtype=DTYPES[dtype], device=device)
+    model._leank_hf_ds_config = hf_ds  # keep it alive as long as the model (transformers holds a weakref)
+    return prepare(model)
+
+
+def sample_order(seed: int, rank: int, shard_size: int, steps: int) -> list[int]:
+    """Which sample of its shard a worker uses at each step: a pure function of its inputs.
+
+    Rank 0 draws from ``random.Random(seed)`` exactly like ``learn_mask``, so a one-worker job
+    sees the single-process order; other ranks get their own streams.
+    """
+    rng = random.Random(seed if rank == 0 else f"leank-train/{seed}/rank{rank}")
+    return [rng.randrange(shard_size) for _ in range(steps)]
+
+
+def _gathered(model: nn.Module, keep: bool) -> Iterator[tuple[str, torch.Tensor]]:
+    """Whole parameters one at a time (a collective: every rank must iterate)."""
+    import deepspeed
+
+    for name, p in model.named_parameters():
+        with deepspeed.zero.GatheredParameters([p]):
+            if keep:
+                yield name, p.detach().to("cpu", copy=True)  # the gathered storage is freed on exit
+
+
+def full_model_hash(model: PreTrainedModel, zero_stage: int, rank: int) -> str:
+    """``model_hash`` of the full weights (ZeRO-3 holds placeholders); meaningful on rank 0."""
+    if zero_stage != 3:
+        return model_hash(model)
+    named = _gathered(model, keep=rank == 0)
+    if rank == 0:
+        return hash_weights(model.config, named)
+    for _ in named:  # take part in the gathers
+        pass
+    return ""
+
+
+def _full_alpha(alpha: nn.Parameter) -> torch.Tensor:
+    """The optimizer's fp32 master of α, whole (a collective under ZeRO)."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    return safe_get_full_fp32_param(alpha).detach().float().cpu()
+
+
+class Meter:
+    """Per-step metrics averaged over workers (tokens summed) for reports and the log line."""
+
+    def __init__(self, device: torch.device, world: int) -> None:
+        self.device, self.world = device, world
+
+    def __call__(self, stage: int, step: int, terms: Sequence[torch.Tensor], tokens: int, seconds: float,
+                 alpha: torch.Tensor) -> dict[str, float]:
+        values = torch.tensor([t.item() for t in terms] + [tokens, seconds], device=self.device, dtype=torch.float64)
+        torch.distributed.all_reduce(values)
+        total, mse, l1, tokens_all, seconds_sum = values.tolist()
+        step_time = seconds_sum / self.world
+        return {
+            "stage": stage, "step": step, "loss": total / self.world, "mse": mse / self.world, "l1": l1 / self.world,
+            "alpha_sparsity": float((alpha < 0.5).float().mean()),  # fraction of channels α already pushed below 0.5
+            "tokens_per_s": tokens_all / step_time, "step_time_s": step_time,
+        }
+
+
+def progress_line(m: Mapping[str, float], total_steps: int) -> str:
+    return (f"[leank learn] stage {m['stage']:.0f} step {m['step']:.0f}/{total_steps} loss {m['loss']:.4g} "
+            f"mse {m['mse']:.4g} l1 {m['l1']:.3f} alpha<0.5 {m['alpha_sparsity']:.3f} "
+            f"{m['tokens_per_s']:.0f} tok/s {m['step_time_s']:.2f} s/step")
+
+
+def _restore(engine: Any) -> int | None:
+    """The step to continue from (0 for a new run), or None if the run already finished."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as d:
+        if (Path(d) / MASK_FILE).exists():
+            return None
+        _, client_state = engine.load_checkpoint(d, tag=DS_TAG, load_module_strict=False)
+    return int(client_state["step"])
+
+
+def _report(metrics: dict[str, float], engine: Any | None, step: int) -> None:
+    """Report metrics; with an engine, also a checkpoint of α, Adam state and ``step``."""
+    if engine is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="leank-ckpt-") as d:
+        engine.save_checkpoint(d, tag=DS_TAG, client_state={"step": step}, exclude_frozen_parameters=True)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def _report_mask(metrics: dict[str, float], mask: LeanKMask | None) -> None:
+    """Final report; rank 0 attaches the mask, which the driver pushes to the registry."""
+    if mask is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="leank-mask-") as d:
+        mask.save(Path(d) / MASK_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def train_loop(loop_config: dict[str, WorkerPlan]) -> None:
+    """Ray Train entry point (``train_loop_config={"plan": WorkerPlan}``)."""
+    plan = loop_config["plan"]
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        os.environ["DS_ACCELERATOR"] = "cpu"  # read when DeepSpeed first picks its accelerator
+    import deepspeed
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    config = plan.train
+    ds_config = deepspeed_config(plan.zero_stage, plan.dtype)
+    model = load_frozen(plan.source, ds_config, plan.dtype, device)
+    importance = Importance(adapter_for(model).mask_shape).to(device)
+    optimizer = ClampedAdam(importance.parameters(), lr=config.lr)
+    engine, *_ = deepspeed.initialize(model=AlphaStep(model, importance, config), optimizer=optimizer,
+                                      config=ds_config, dist_init_required=False)
+    step = resumed_from = _restore(engine)
+    if step is None:
+        return
+    if step and rank == 0:
+        sys.stdout.write(f"[leank learn] resumed from the checkpoint at step {step}\n")
+    total_steps = config.stage1_steps + config.stage2_steps
+    shard = ray.get(plan.data).shard(num_shards=world, index=rank)
+    order = sample_order(config.seed, rank, len(shard), total_steps)
+    meter = Meter(device, world)
+    metrics: dict[str, float] = {}
+    stages = ((1, 0, config.stage1_steps, config.lr), (2, config.stage1_steps, total_steps, config.stage2_lr))
+    for stage, first, last, lr in stages:
+        if step == first:
+            optimizer.restart(lr)
+        while first <= step < last:
+            start = time.perf_counter()
+            sample = shard[order[step]]
+            terms = engine(sample, stage)
+            engine.backward(terms[0])
+            engine.step()
+            tokens = len(sample["input_ids"]) + 2 * len(sample["answer_ids"])
+            step += 1
+            metrics = meter(stage, step, terms, tokens, time.perf_counter() - start, _full_alpha(importance.alpha))
+            metrics["resumed_from_step"] = resumed_from
+            if rank == 0:  # one line per step in the job log (print is patched by Ray Train into two)
+                sys.stdout.write(progress_line(metrics, total_steps) + "\n")
+                sys.stdout.flush()
+            _report(metrics, engine if step % plan.checkpoint_every == 0 and step < total_steps else None, step)
+    alpha = _full_alpha(importance.alpha)
+    digest = full_model_hash(model, plan.zero_stage, rank)
+    mask = None
+    if rank == 0:
+        mask = LeanKMask.from_importance(alpha, config.ratio, config.align, config.sink, config.recent,
+                                         model_id=plan.source.model_id, model_hash=digest,
+                                         extra={"training_config": config.to_dict(), **plan.mask_extra})
+    _report_mask({**metrics, "done": 1.0}, mask)

@@ -1,0 +1,95 @@
+"""A private Ray head for pipeline tests: its own temp dir and free ports, stopped by the tests.
+
+Never ``ray stop`` (it kills every Ray on the machine) and never a bare ``ray.init()``
+(it joins whatever cluster this machine started last): the head is a ``ray start --block``
+child process, clients get its address explicitly, and teardown interrupts that process,
+which stops exactly the Ray processes it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Read by Ray Train's controller and by DeepSpeed in workers, which inherit the head's env.
+HEAD_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # reports cost ~2 s each otherwise
+    "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "leank" / "torch_extensions"),  # compile DS ops once
+    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+@dataclass(frozen=True)
+class RayHead:
+    address: str        # GCS address for ray.init / RAY_ADDRESS
+    dashboard_url: str  # for ray job submit and the state API
+    temp_dir: Path
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _wait_for(check, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the test Ray head did not come up: no {what} after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def _dashboard_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """Start a head with 4 logical CPUs (2 workers + drivers) and yield its addresses."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="lkray-", dir="/tmp"))  # short: Ray's socket paths are length-limited
+    gcs, dashboard, agent = _free_ports(3)
+    env = {**os.environ, **HEAD_ENV}
+    cmd = ["ray", "start", "--head", "--block", "--temp-dir", str(temp_dir), "--port", str(gcs),
+           "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+           "--dashboard-agent-listen-port", str(agent), "--num-cpus", "4", "--disable-usage-stats"]
+    log = open(temp_dir / "head.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for(lambda: (temp_dir / "ray_current_cluster").exists(), "GCS address file", 120)
+        _wait_for(lambda: _dashboard_up(url), "dashboard", 120)
+        yield RayHead((temp_dir / "ray_current_cluster").read_text().strip(), url, temp_dir)
+    finally:
+        proc.send_signal(signal.SIGINT)  # ray start --block then stops the processes it started
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # stragglers of this head only: its own process group (start_new_session)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
