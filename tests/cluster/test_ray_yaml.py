@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
+from argparse import Namespace
 from pathlib import Path
 
 import botocore.session
@@ -79,6 +81,22 @@ def image_versions(config: dict) -> tuple[str, str]:
 
 def gpu_node_types(config: dict) -> dict[str, dict]:
     return {n: t for n, t in config["available_node_types"].items() if t["resources"].get("GPU", 0) > 0}
+
+
+def docs_learn_args() -> Namespace:
+    """The learning job submitted in docs/cluster.md, parsed by the job's own parser."""
+    from pipelines.learn_masks import build_parser
+
+    script = "python pipelines/learn_masks.py"
+    lines = [ln for ln in DOCS.read_text().replace("\\\n", " ").splitlines() if script in ln]
+    assert lines, f"docs/cluster.md shows no `{script}` command"
+    return build_parser().parse(shlex.split(lines[0].split(script, 1)[1]))
+
+
+def learn_defaults() -> Namespace:
+    from pipelines.learn_masks import build_parser
+
+    return build_parser().parse(["--model", "any"])
 
 
 def test_validates_against_the_schema_shipped_with_ray(config):
@@ -174,3 +192,25 @@ def test_registry_default_points_at_s3(config):
         opt.removeprefix("--env ").split("=", 1) for opt in config["docker"]["run_options"] if opt.startswith("--env ")
     )
     assert envs["LEANK_REGISTRY"].startswith("s3://")
+
+
+def test_gpu_nodes_hold_whole_learn_workers_at_the_jobs_default(config):
+    """learn_masks.py asks each worker for --gpus-per-worker GPUs by default; no GPU is stranded."""
+    per_worker = learn_defaults().gpus_per_worker
+    assert per_worker > 0, "learn_masks.py no longer trains on GPUs by default"
+    for name, node_type in gpu_node_types(config).items():
+        assert node_type["resources"]["GPU"] % per_worker == 0, name
+
+
+def test_documented_learn_job_fits_the_cluster(config):
+    """The docs' command (parsed by learn_masks.py itself) needs no more GPUs than the nodes can have."""
+    args = docs_learn_args()
+    capacity = sum(t["max_workers"] * t["resources"]["GPU"] for t in gpu_node_types(config).values())
+    assert 0 < args.num_workers * args.gpus_per_worker <= capacity
+
+
+def test_documented_learn_job_writes_checkpoints_and_mask_to_s3():
+    """learn_masks.py defaults to a node-local storage path; on a cluster every node must reach it."""
+    args = docs_learn_args()
+    assert args.storage_path.startswith("s3://")
+    assert args.registry.startswith("s3://")
