@@ -26,7 +26,8 @@ recent / middle purposes (pad counts are read once from the prompt's attention m
 padded row behaves exactly like its own unpadded run. Every sequence gains one token per
 step, so after the prompt the longest length is known on the host: middle capacity grows in
 chunks decided from that count, the per-sequence lengths stay on the device, and a decode
-step never waits for the GPU.
+step never waits for the GPU. Where each new token goes is the same for every layer, so it
+is computed once per step (:class:`Positions`) and each layer only moves its own K/V.
 """
 
 from __future__ import annotations
