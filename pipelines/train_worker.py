@@ -18,13 +18,14 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 import ray.train
+import ray.train.torch
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -163,28 +164,47 @@ def _full_alpha(alpha: nn.Parameter) -> torch.Tensor:
 
 
 class Meter:
-    """Per-step metrics averaged over workers (tokens summed) for reports and the log line."""
+    """Per-step loss terms and throughput, averaged over workers (tokens summed).
 
-    def __init__(self, device: torch.device, world: int) -> None:
-        self.device, self.world = device, world
+    Every step gives a log line; Ray Train gets the means since the last report, sent with
+    each checkpoint: a report waits for the controller's next poll (2 s by default, see
+    ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``), which would dominate short steps if sent every step.
+    """
 
-    def __call__(self, stage: int, step: int, terms: Sequence[torch.Tensor], tokens: int, seconds: float,
-                 alpha: torch.Tensor) -> dict[str, float]:
+    def __init__(self, device: torch.device, world: int, resumed_from: int) -> None:
+        self.device, self.world, self.resumed_from = device, world, resumed_from
+        self.window: list[dict[str, float]] = []
+
+    def step(self, stage: int, step: int, terms: Sequence[torch.Tensor], tokens: int, seconds: float,
+             alpha: torch.Tensor) -> dict[str, float]:
         values = torch.tensor([t.item() for t in terms] + [tokens, seconds], device=self.device, dtype=torch.float64)
         torch.distributed.all_reduce(values)
         total, mse, l1, tokens_all, seconds_sum = values.tolist()
-        step_time = seconds_sum / self.world
-        return {
-            "stage": stage, "step": step, "loss": total / self.world, "mse": mse / self.world, "l1": l1 / self.world,
-            "alpha_sparsity": float((alpha < 0.5).float().mean()),  # fraction of channels α already pushed below 0.5
-            "tokens_per_s": tokens_all / step_time, "step_time_s": step_time,
-        }
+        m = {"stage": stage, "step": step, "loss": total / self.world, "mse": mse / self.world, "l1": l1 / self.world,
+             "alpha_sparsity": float((alpha < 0.5).float().mean()),  # channels α has pushed below 0.5
+             "tokens": tokens_all, "step_time_s": seconds_sum / self.world}
+        if self.device.type == "cuda":  # this worker's; under ZeRO-3 every worker holds the same share
+            m["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        self.window.append(m)
+        return m
+
+    def summary(self) -> dict[str, float]:
+        """Means over the steps since the last summary (stage, step, sparsity, memory: the latest)."""
+        w, self.window = self.window, []
+        if not w:
+            return {"resumed_from_step": self.resumed_from}
+        seconds = sum(m["step_time_s"] for m in w)
+        last = {k: w[-1][k] for k in ("stage", "step", "alpha_sparsity", "peak_memory_gib") if k in w[-1]}
+        return {**last,
+                **{k: sum(m[k] for m in w) / len(w) for k in ("loss", "mse", "l1", "step_time_s")},
+                "tokens_per_s": sum(m["tokens"] for m in w) / seconds, "resumed_from_step": self.resumed_from}
 
 
 def progress_line(m: Mapping[str, float], total_steps: int) -> str:
+    memory = f" peak {m['peak_memory_gib']:.2f} GiB" if "peak_memory_gib" in m else ""
     return (f"[leank learn] stage {m['stage']:.0f} step {m['step']:.0f}/{total_steps} loss {m['loss']:.4g} "
             f"mse {m['mse']:.4g} l1 {m['l1']:.3f} alpha<0.5 {m['alpha_sparsity']:.3f} "
-            f"{m['tokens_per_s']:.0f} tok/s {m['step_time_s']:.2f} s/step")
+            f"{m['tokens'] / m['step_time_s']:.0f} tok/s {m['step_time_s']:.2f} s/step{memory}")
 
 
 def _restore(engine: Any) -> int | None:
@@ -199,24 +219,20 @@ def _restore(engine: Any) -> int | None:
     return int(client_state["step"])
 
 
-def _report(metrics: dict[str, float], engine: Any | None, step: int) -> None:
-    """Report metrics; with an engine, also a checkpoint of α, Adam state and ``step``."""
-    if engine is None:
+def _report(metrics: dict[str, float], write: Callable[[Path], Any] | None = None) -> None:
+    """``ray.train.report`` (every rank must call it); ``write`` fills this rank's checkpoint files."""
+    if write is None:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="leank-ckpt-") as d:
-        engine.save_checkpoint(d, tag=DS_TAG, client_state={"step": step}, exclude_frozen_parameters=True)
+        write(Path(d))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-def _report_mask(metrics: dict[str, float], mask: LeanKMask | None) -> None:
-    """Final report; rank 0 attaches the mask, which the driver pushes to the registry."""
-    if mask is None:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="leank-mask-") as d:
-        mask.save(Path(d) / MASK_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+def _log(line: str) -> None:
+    """One line in the job log (Ray Train's patched ``print`` would write it twice)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def train_loop(loop_config: dict[str, WorkerPlan]) -> None:
@@ -236,18 +252,17 @@ def train_loop(loop_config: dict[str, WorkerPlan]) -> None:
     optimizer = ClampedAdam(importance.parameters(), lr=config.lr)
     engine, *_ = deepspeed.initialize(model=AlphaStep(model, importance, config), optimizer=optimizer,
                                       config=ds_config, dist_init_required=False)
-    step = resumed_from = _restore(engine)
+    step = _restore(engine)
     if step is None:
         return
     if step and rank == 0:
-        sys.stdout.write(f"[leank learn] resumed from the checkpoint at step {step}\n")
-    total_steps = config.stage1_steps + config.stage2_steps
+        _log(f"[leank learn] resumed from the checkpoint at step {step}")
+    total = config.stage1_steps + config.stage2_steps
     shard = ray.get(plan.data).shard(num_shards=world, index=rank)
-    order = sample_order(config.seed, rank, len(shard), total_steps)
-    meter = Meter(device, world)
-    metrics: dict[str, float] = {}
-    stages = ((1, 0, config.stage1_steps, config.lr), (2, config.stage1_steps, total_steps, config.stage2_lr))
-    for stage, first, last, lr in stages:
+    order = sample_order(config.seed, rank, len(shard), total)
+    meter = Meter(device, world, resumed_from=step)
+    for stage, first, last, lr in ((1, 0, config.stage1_steps, config.lr),
+                                   (2, config.stage1_steps, total, config.stage2_lr)):
         if step == first:
             optimizer.restart(lr)
         while first <= step < last:
@@ -256,19 +271,26 @@ def train_loop(loop_config: dict[str, WorkerPlan]) -> None:
             terms = engine(sample, stage)
             engine.backward(terms[0])
             engine.step()
-            tokens = len(sample["input_ids"]) + 2 * len(sample["answer_ids"])
             step += 1
-            metrics = meter(stage, step, terms, tokens, time.perf_counter() - start, _full_alpha(importance.alpha))
-            metrics["resumed_from_step"] = resumed_from
-            if rank == 0:  # one line per step in the job log (print is patched by Ray Train into two)
-                sys.stdout.write(progress_line(metrics, total_steps) + "\n")
-                sys.stdout.flush()
-            _report(metrics, engine if step % plan.checkpoint_every == 0 and step < total_steps else None, step)
+            tokens = len(sample["input_ids"]) + 2 * len(sample["answer_ids"])  # prefill, teacher, student
+            m = meter.step(stage, step, terms, tokens, time.perf_counter() - start, _full_alpha(importance.alpha))
+            if rank == 0:
+                _log(progress_line(m, total))
+            if step % plan.checkpoint_every == 0 and step < total:  # the last step's checkpoint is the mask
+                _report(meter.summary(), lambda d, at=step: engine.save_checkpoint(
+                    d, tag=DS_TAG, client_state={"step": at}, exclude_frozen_parameters=True))
+    _finish(plan, model, importance, rank, meter.summary())
+
+
+def _finish(plan: WorkerPlan, model: PreTrainedModel, importance: Importance, rank: int,
+            metrics: dict[str, float]) -> None:
+    """Rank 0 builds the mask (hash of the full weights) and reports it in the final checkpoint."""
+    config = plan.train
     alpha = _full_alpha(importance.alpha)
-    digest = full_model_hash(model, plan.zero_stage, rank)
-    mask = None
-    if rank == 0:
-        mask = LeanKMask.from_importance(alpha, config.ratio, config.align, config.sink, config.recent,
-                                         model_id=plan.source.model_id, model_hash=digest,
-                                         extra={"training_config": config.to_dict(), **plan.mask_extra})
-    _report_mask({**metrics, "done": 1.0}, mask)
+    digest = full_model_hash(model, plan.zero_stage, rank)  # collective: every rank takes part
+    if rank != 0:
+        _report(metrics)
+        return
+    mask = LeanKMask.from_importance(alpha, config.ratio, config.align, config.sink, config.recent,
+                                     model_id=plan.source.model_id, model_hash=digest, extra=plan.mask_extra)
+    _report(metrics, lambda d: mask.save(d / MASK_FILE))

@@ -1,9 +1,14 @@
 """A private Ray head for pipeline tests: its own temp dir and free ports, stopped by the tests.
 
 Never ``ray stop`` (it kills every Ray on the machine) and never a bare ``ray.init()``
-(it joins whatever cluster this machine started last): the head is a ``ray start --block``
-child process, clients get its address explicitly, and teardown interrupts that process,
-which stops exactly the Ray processes it started.
+(it joins whatever cluster this machine started last, or starts one and writes a token to
+``~/.ray/auth_token``, which switches every later ``ray start`` here to token auth): the
+head is a ``ray start --block`` child process, clients get its address explicitly, and
+teardown interrupts that process, which stops exactly the Ray processes it started.
+
+Token auth is off for this loopback-only, minutes-long cluster, explicitly: whether Ray
+turns it on otherwise depends on a file in the home directory, and a client process caches
+its mode when ``ray`` is first imported, before any fixture could hand it a token.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from pathlib import Path
 
 import pytest
 
-# Read by Ray Train's controller and by DeepSpeed in workers, which inherit the head's env.
+# Read by Ray Train's controller, by DeepSpeed and transformers in workers (the head's env).
 HEAD_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # reports cost ~2 s each otherwise
     "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "leank" / "torch_extensions"),  # compile DS ops once
     "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_DEDUP_LOGS": "0",
+    "RAY_AUTH_MODE": "disabled",
 }
 
 
@@ -67,19 +73,28 @@ def _dashboard_up(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def ray_head() -> Iterator[RayHead]:
-    """Start a head with 4 logical CPUs (2 workers + drivers) and yield its addresses."""
+    """Start a head with 4 logical CPUs (2 workers + drivers) and yield its addresses.
+
+    The session's environment (inherited by the head, ``ray job`` CLI calls and in-process
+    drivers) gets :data:`HEAD_ENV`.
+    """
+    env = pytest.MonkeyPatch()
+    for key, value in HEAD_ENV.items():
+        env.setenv(key, value)
     temp_dir = Path(tempfile.mkdtemp(prefix="lkray-", dir="/tmp"))  # short: Ray's socket paths are length-limited
     gcs, dashboard, agent = _free_ports(3)
-    env = {**os.environ, **HEAD_ENV}
     cmd = ["ray", "start", "--head", "--block", "--temp-dir", str(temp_dir), "--port", str(gcs),
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
            "--dashboard-agent-listen-port", str(agent), "--num-cpus", "4", "--disable-usage-stats"]
     log = open(temp_dir / "head.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dashboard}"
     try:
-        _wait_for(lambda: (temp_dir / "ray_current_cluster").exists(), "GCS address file", 120)
-        _wait_for(lambda: _dashboard_up(url), "dashboard", 120)
+        try:
+            _wait_for(lambda: (temp_dir / "ray_current_cluster").exists(), "GCS address file", 120)
+            _wait_for(lambda: _dashboard_up(url), "dashboard", 120)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}; ray start said: {(temp_dir / 'head.log').read_text()[-2000:]}") from None
         yield RayHead((temp_dir / "ray_current_cluster").read_text().strip(), url, temp_dir)
     finally:
         proc.send_signal(signal.SIGINT)  # ray start --block then stops the processes it started
@@ -93,3 +108,4 @@ def ray_head() -> Iterator[RayHead]:
             pass
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        env.undo()

@@ -3,14 +3,13 @@
 Slow runs use a tiny random Llama saved to disk, 2 CPU workers on gloo, ZeRO-3:
 * the reference run goes through the real ``ray job submit`` CLI and must leave a candidate
   with its provenance in a local registry, hashed on the full (gathered) weights;
-* a run whose worker is SIGKILLed right after the first checkpoint must resume from it and
-  end with exactly the reference's α and mask;
+* a run whose worker is SIGKILLed right after the first checkpoint must resume from it (by
+  itself, or with ``--resume`` once it has failed) and end with exactly the reference's α and mask;
 * a one-worker run must reproduce single-process ``learn_mask`` on the same data.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -219,22 +218,48 @@ def _kill_a_worker_after_first_checkpoint(dashboard_url: str, run_dir: Path, out
         out["killed"] = pids[0]
 
 
+def _start_killer(ray_head, run_dir: Path) -> tuple[threading.Thread, dict[str, Any]]:
+    killed: dict[str, Any] = {}
+    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
+                              args=(ray_head.dashboard_url, run_dir, killed), daemon=True)
+    killer.start()
+    return killer, killed
+
+
+def _assert_resumed_to_reference(tmp: Path, reference: dict[str, Any]) -> None:
+    manifest = MaskRegistry(str(tmp / "registry")).show(MODEL_ID, 1)["manifest"]
+    assert manifest["training_metrics"]["resumed_from_step"] > 0
+    resumed, uninterrupted = _mask(tmp), _mask(reference["tmp"])
+    assert torch.equal(resumed.importance, uninterrupted.importance)
+    assert torch.equal(resumed.mask, uninterrupted.mask)
+
+
 @pytest.mark.slow
 def test_killed_worker_resumes_to_the_uninterrupted_mask(ray_head, reference, tiny_dir: Path, tmp_path: Path,
                                                          monkeypatch) -> None:
+    """FailureConfig restarts the worker group from the last checkpoint, within the same job."""
     monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
-    killed: dict[str, Any] = {}
-    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
-                              args=(ray_head.dashboard_url, tmp_path / "runs" / "killed", killed), daemon=True)
-    killer.start()
+    killer, killed = _start_killer(ray_head, tmp_path / "runs" / "killed")
     assert main(job_args(tiny_dir, tmp_path, "killed")) == 0
     killer.join(timeout=5)
     assert "killed" in killed, "no worker was killed"
-    manifest = MaskRegistry(str(tmp_path / "registry")).show(MODEL_ID, 1)["manifest"]
-    assert manifest["training_metrics"]["resumed_from_step"] > 0
-    resumed, uninterrupted = _mask(tmp_path), _mask(reference["tmp"])
-    assert torch.equal(resumed.importance, uninterrupted.importance)
-    assert torch.equal(resumed.mask, uninterrupted.mask)
+    _assert_resumed_to_reference(tmp_path, reference)
+
+
+@pytest.mark.slow
+def test_failed_job_exits_1_pushes_nothing_and_resume_finishes_it(ray_head, reference, tiny_dir: Path,
+                                                                   tmp_path: Path, monkeypatch, capsys) -> None:
+    """With no restarts left the job fails; ``--resume`` (a new driver) continues from storage."""
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    args = job_args(tiny_dir, tmp_path, "failed")
+    killer, killed = _start_killer(ray_head, tmp_path / "runs" / "failed")
+    assert main([*args, "--max-failures", "0"]) == 1
+    killer.join(timeout=5)
+    assert "killed" in killed, "no worker was killed"
+    assert "training failed" in capsys.readouterr().err
+    assert pushed(tmp_path / "registry") == []
+    assert main([*args, "--resume"]) == 0
+    _assert_resumed_to_reference(tmp_path, reference)
 
 
 @pytest.mark.slow
