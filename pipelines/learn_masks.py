@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -46,6 +47,7 @@ from pipelines.train_worker import DTYPES, MASK_FILE, WorkerPlan, train_loop  # 
 from registry import MaskRegistry, check_model_id  # noqa: E402
 
 RUN_FILE = "leank_run.json"
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 def _int_at_least(minimum: int):
@@ -191,6 +193,8 @@ def plan(argv: list[str]) -> Job:
     if args.resume and not args.name:
         raise UsageError("--resume needs --name, the run to continue")
     name = args.name or f"leank-{source.model_id.replace('/', '--')}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    if not RUN_NAME.fullmatch(name):
+        raise UsageError(f"--name {name!r} is not a plain directory name (letters, digits, '.', '_', '-')")
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.gpus_per_worker else "float32")
     return Job(source, train, recipe, dtype, args.num_workers, args.gpus_per_worker, args.zero_stage,
                MaskRegistry(args.registry), RunRecord(args.storage_path, name), args.resume,

@@ -76,6 +76,7 @@ BAD = {
     "zero stage 1": (["--zero-stage", "1"], "zero-stage"),
     "zero workers": (["--num-workers", "0"], "num-workers"),
     "resume without name": (["--resume"], "--name"),
+    "run name leaving the storage path": (["--name", "../elsewhere"], "plain directory name"),
     "unknown flag": (["--learning-rate", "3"], "unrecognized"),
 }
 
