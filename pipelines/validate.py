@@ -26,16 +26,16 @@ if __package__ in (None, ""):  # run as a script (ray job submit -- python pipel
 from leank_core.data import TASKS, make_samples  # noqa: E402
 from leank_core.loading import ModelSource, resolve_model  # noqa: E402
 from leank_core.mask import LeanKMask  # noqa: E402
+from pipelines.config import JobParser, UsageError  # noqa: E402
 from pipelines.report import Gate, Report, plot_report  # noqa: E402
 
 DEFAULT_LENGTHS = (1024, 2048)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="leank validate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="smollm2-135m, a .gguf file, a local HF folder or a hub id")
-    p.add_argument("--mask", required=True, help="registry ref org/name[@version] or a mask .safetensors file")
+def build_parser() -> JobParser:
+    p = JobParser(prog="leank validate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="smollm2-135m, a .gguf file, a local HF folder or a hub id (required)")
+    p.add_argument("--mask", help="registry ref org/name[@version] or a mask .safetensors file (required)")
     p.add_argument("--registry", default=None, help="registry URL (local dir or s3://bucket/prefix); default: embedded store")
     p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="context lengths in tokens")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK",
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace, source: ModelSource) -> None:
     """Fail before any worker starts, with one line."""
+    if not args.mask:
+        raise UsageError("--mask is required (a registry ref org/name[@version] or a mask file)")
     if args.samples < 1 or args.extra_tokens < 0:
         raise ValueError("--samples must be >= 1 and --extra-tokens >= 0")
     if min(args.lengths) < 64:
@@ -124,9 +126,11 @@ def run_sharded(args: argparse.Namespace, source: ModelSource, mask: LeanKMask, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        args = build_parser().parse(sys.argv[1:] if argv is None else argv)
+        if not args.model:
+            raise UsageError("--model is required (smollm2-135m, a .gguf file, a local folder or a hub id)")
         source = resolve_model(args.model)
         check_args(args, source)
         mask, published = load_mask(args.mask, args.registry)

@@ -6,12 +6,14 @@ import os
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
-# Triton kernels run in the CPU interpreter. Triton decides this when it is first imported
-# (transformers may import it), so it is set here, before anything else.
-os.environ["TRITON_INTERPRET"] = "1"
+import torch  # noqa: E402  (importing torch does not import triton)
+
+# Without a GPU, Triton kernels run in the CPU interpreter. Triton decides this when it is
+# first imported (transformers may import it), so it is set here, before anything else.
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest
-import torch
 from transformers import (
     AutoModelForCausalLM,
     ByT5Tokenizer,
