@@ -5,7 +5,19 @@ pipelines and the registry build on it.
 """
 
 from leank_core.adapters import AttentionAdapter, adapter_for
+from leank_core.cache import CacheMemory, LeanKCache, apply, cache_kwargs, memory_report
 from leank_core.mask import LeanKMask, quantize_importance
 from leank_core.model_hash import model_hash
 
-__all__ = ["AttentionAdapter", "LeanKMask", "adapter_for", "model_hash", "quantize_importance"]
+__all__ = [
+    "AttentionAdapter",
+    "CacheMemory",
+    "LeanKCache",
+    "LeanKMask",
+    "adapter_for",
+    "apply",
+    "cache_kwargs",
+    "memory_report",
+    "model_hash",
+    "quantize_importance",
+]
