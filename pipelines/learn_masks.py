@@ -104,6 +104,10 @@ def build_parser() -> JobParser:
     c.add_argument("--checkpoint-every", type=_positive, default=50, help="checkpoint α and optimizer every N steps (default %(default)s)")
     c.add_argument("--max-failures", type=_non_negative, default=3,
                    help="worker-group restarts from the last checkpoint before the job fails (default %(default)s)")
+    c.add_argument("--validate", nargs="?", const="", metavar="VALIDATE_YAML",
+                   help="then run the validation job (pipelines/validate.py) on the pushed candidate, optionally with "
+                        "its options from a YAML file; the candidate is accepted or rejected and the gate's exit "
+                        "status becomes this job's")
     return p
 
 
@@ -123,6 +127,7 @@ class Job:
     resume: bool
     checkpoint_every: int
     max_failures: int
+    validate_argv: tuple[str, ...] | None = None  # the validation job's options, without --mask
 
     def identity(self) -> dict[str, Any]:
         """What decides the result: a resumed run must match it exactly."""
@@ -198,7 +203,19 @@ def plan(argv: list[str]) -> Job:
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.gpus_per_worker else "float32")
     return Job(source, train, recipe, dtype, args.num_workers, args.gpus_per_worker, args.zero_stage,
                MaskRegistry(args.registry), RunRecord(args.storage_path, name), args.resume,
-               args.checkpoint_every, args.max_failures)
+               args.checkpoint_every, args.max_failures, _validate_argv(args))
+
+
+def _validate_argv(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """Options for the chained validation job (checked now, before any worker starts)."""
+    if args.validate is None:
+        return None
+    argv = ["--model", args.model] + (["--registry", args.registry] if args.registry else [])
+    if args.validate:
+        if not Path(args.validate).is_file():
+            raise UsageError(f"--validate {args.validate}: no such validation config file")
+        argv += ["--config", args.validate]
+    return tuple(argv)
 
 
 def _check_lengths(train: TrainConfig, recipe: DataRecipe, max_positions: int | None) -> None:
@@ -288,14 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if job.run.read() is None:
             job.run.write({"identity": job.identity(), "created": datetime.now(timezone.utc).isoformat()})
-        publish(job, *fit(job, dataset))
+        ref = publish(job, *fit(job, dataset))
     except ray.train.TrainingFailedError as e:
         print(f"leank learn: training failed: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
     finally:
         if started:
             ray.shutdown()
-    return 0
+    if job.validate_argv is None:
+        return 0
+    from pipelines.validate import main as validate
+
+    return validate([*job.validate_argv, "--mask", ref])
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ BAD = {
     "resume without name": (["--resume"], "--name"),
     "run name leaving the storage path": (["--name", "../elsewhere"], "plain directory name"),
     "unknown flag": (["--learning-rate", "3"], "unrecognized"),
+    "missing validation config": (["--validate", "no-such-validate.yaml"], "no such validation config"),
 }
 
 
