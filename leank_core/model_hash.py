@@ -5,12 +5,17 @@ What the digest covers (and nothing else):
 * the architecture fields that decide attention shapes and positions (``ARCH_FIELDS``
   below, read from the text config; missing fields hash as null);
 * every parameter, in sorted name order (tied parameters once, under their first name):
-  its name, its shape, and its values canonicalised to little-endian float32 (integer
-  and bool tensors: their own bytes).
+  its name, its shape, and its values rounded to bfloat16 (integer and bool tensors: their
+  own bytes).
+
+Why bfloat16: the same checkpoint is trained on in bf16 on a GPU and served or validated in
+fp32 on a CPU (or the other way round); a bf16 value upcast to fp32 and an fp32 value cast to
+bf16 round to the same bf16 bits, so every load of one checkpoint hashes the same. A real
+weight change (any fine-tune) flips many bf16 values; only edits below bf16 resolution in
+every weight would go unseen.
 
 Not covered: buffers (e.g. RoPE ``inv_freq``, derived from the config), the dtype the
-model happened to be loaded in (a bf16 checkpoint hashes the same loaded as bf16 or fp32,
-since the upcast is exact), the device, the attention implementation, tokenizer files.
+model happened to be loaded in, the device, the attention implementation, tokenizer files.
 
 Speed: tensors are streamed in chunks (a GPU tensor is copied to the host one chunk at a
 time, never whole) and hashed per tensor on a thread pool; hashlib releases the GIL, so an
@@ -27,7 +32,7 @@ from typing import Any
 
 import torch
 
-HASH_VERSION = "leank-model-hash-v1"
+HASH_VERSION = "leank-model-hash-v2"
 CHUNK_ELEMS = 1 << 24  # 64 MiB of float32 per chunk
 
 ARCH_FIELDS = (
@@ -86,8 +91,8 @@ def _tensor_digest(name: str, t: torch.Tensor) -> bytes:
     for start in range(0, flat.numel(), CHUNK_ELEMS):
         chunk = flat[start : start + CHUNK_ELEMS]
         if chunk.is_floating_point():
-            chunk = chunk.float()
+            chunk = chunk.to(torch.bfloat16).view(torch.int16)  # numpy has no bfloat16: hash its bits
         elif chunk.dtype == torch.bool:
             chunk = chunk.to(torch.uint8)
-        h.update(chunk.cpu().contiguous().numpy())  # buffer protocol: no extra copy on CPU
+        h.update(chunk.cpu().contiguous().numpy())
     return h.digest()

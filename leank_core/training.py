@@ -83,7 +83,7 @@ class Importance(nn.Module):
         """
         if stage == 1:
             return self.alpha, None
-        mask = quantize_importance(self.alpha.detach(), ratio, align)
+        mask = quantize_importance(self.alpha.detach(), ratio, align).to(self.alpha.device)
         weights = mask.to(self.alpha.dtype) + self.alpha - self.alpha.detach()
         return weights, ~mask.any(-1)
 

@@ -15,6 +15,7 @@ def test_hash_is_stable_across_rebuilds_and_dtypes(tmp_path):
     b = tiny_model(seed=1)
     assert model_hash(a) == model_hash(b)
     assert model_hash(copy.deepcopy(a).to(torch.float64)) == model_hash(a)
+    assert model_hash(copy.deepcopy(a).to(torch.bfloat16)) == model_hash(a)  # GPU bf16 == CPU fp32 load
     a.save_pretrained(tmp_path)
     reloaded = type(a).from_pretrained(tmp_path)
     assert model_hash(reloaded) == model_hash(a)

@@ -31,17 +31,23 @@ def smollm2_hash() -> str:
     return model_hash(resolve_model("smollm2-135m").load())
 
 
-def push(registry: MaskRegistry, keep: bool, smollm2_hash: str):
-    mask = LeanKMask(mask=torch.full((30, 3, 64), keep), sink=32, recent=64, align=16, ratio=0.0 if keep else 0.99,
-                     model_id=MODEL_ID, model_hash=smollm2_hash)
-    return registry.push(mask, {"training_config": {"test": True}})
-
-
-def test_identity_mask_is_accepted_and_revalidation_adds_a_report(ray_head, monkeypatch, tmp_path, smollm2_hash):
+@pytest.fixture
+def candidate(ray_head, monkeypatch, tmp_path, smollm2_hash):
+    """Push an all-kept (keep=True) or all-pruned mask as a candidate; return (registry, ref, validate argv)."""
     monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
     registry = MaskRegistry(str(tmp_path / "registry"))
-    ref = push(registry, True, smollm2_hash)
-    argv = ARGS + ["--mask", str(ref), "--registry", str(tmp_path / "registry"), "--out", str(tmp_path / "out")]
+
+    def push(keep: bool):
+        mask = LeanKMask(mask=torch.full((30, 3, 64), keep), sink=32, recent=64, align=16,
+                         ratio=0.0 if keep else 0.99, model_id=MODEL_ID, model_hash=smollm2_hash)
+        ref = registry.push(mask, {"training_config": {"test": True}})
+        return registry, ref, ARGS + ["--mask", str(ref), "--registry", registry.url, "--out", str(tmp_path / "out")]
+
+    return push
+
+
+def test_identity_mask_is_accepted_and_revalidation_adds_a_report(candidate, tmp_path):
+    registry, ref, argv = candidate(True)
     assert validate(argv) == 0
     assert validate(argv + ["--tasks", "passkey"]) == 0  # re-validating stores a second report
     shown = registry.show(ref.model_id, ref.version)
@@ -52,11 +58,8 @@ def test_identity_mask_is_accepted_and_revalidation_adds_a_report(ray_head, monk
     assert (tmp_path / "out" / report.mask_sha256[:16] / "accuracy.png").is_file()
 
 
-def test_destructive_mask_is_rejected_and_stays_unpublished(ray_head, monkeypatch, tmp_path, smollm2_hash):
-    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
-    registry = MaskRegistry(str(tmp_path / "registry"))
-    ref = push(registry, False, smollm2_hash)
-    argv = ARGS + ["--mask", str(ref), "--registry", str(tmp_path / "registry"), "--out", str(tmp_path / "out")]
+def test_destructive_mask_is_rejected_and_stays_unpublished(candidate):
+    registry, ref, argv = candidate(False)
     assert validate(argv) == 1
     assert registry.show(ref.model_id, ref.version)["status"] == "rejected"
     with pytest.raises(RegistryError):
