@@ -15,6 +15,7 @@ from leank_core.training import (
     prepare,
     split_sample,
 )
+from leank_core.model_hash import model_hash
 from tests.conftest import tiny_model
 
 SINK, RECENT = 4, 8
@@ -41,17 +42,21 @@ def test_teacher_pass_equals_the_plain_forward_of_the_whole_sequence(model):
     assert torch.allclose(h, full[:, context.shape[1] :], atol=1e-5)
 
 
-def test_alpha_one_student_matches_teacher_and_only_alpha_gets_gradients(model):
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_alpha_one_student_matches_teacher_and_only_alpha_gets_gradients(arch):
+    model = prepare(tiny_model(arch))
+    before = model_hash(model)
     config = TrainConfig(sink=SINK, recent=RECENT, align=4)
     importance = Importance((2, 2, 16))
     terms = compute_loss(model, importance, sample(), config, stage=1)
-    assert terms.mse.item() < 1e-10
+    assert terms.mse.item() < 1e-10 and terms.total.item() == pytest.approx(config.l1 * 1.0)  # only the L1 term
     with torch.no_grad():
         importance.alpha.mul_(0.5)
     terms = compute_loss(model, importance, sample(), config, stage=1)
     terms.total.backward()
     assert terms.mse.item() > 0 and importance.alpha.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.parameters())
+    assert model_hash(model) == before
 
 
 def test_stage_two_forwards_the_binary_mask_and_passes_gradients_straight_through():
