@@ -304,13 +304,20 @@ def _left_padding(attention_mask: torch.Tensor | None, batch: int, length: int) 
     return pads.tolist()
 
 
+def check_mask_shape(mask: LeanKMask, config_or_model: Any) -> tuple[int, int, int]:
+    """The model's ``[layers, kv_heads, head_dim]``; a one-line error if ``mask`` has another shape."""
+    shape = adapter_for(config_or_model).mask_shape
+    if mask.shape != shape:
+        raise ValueError(f"mask shape {mask.shape} does not match this model's [layers, kv_heads, head_dim] {shape}: "
+                         "it was learned for another architecture")
+    return shape
+
+
 class LeanKCache(Cache):
     """Hugging Face Cache holding K/V with LeanK compaction (see module docstring)."""
 
     def __init__(self, mask: LeanKMask, config: Any) -> None:
-        shape = adapter_for(config).mask_shape
-        if mask.shape != shape:
-            raise ValueError(f"mask shape {mask.shape} does not match the model's [layers, kv_heads, head_dim] {shape}")
+        shape = check_mask_shape(mask, config)
         if getattr(config, "_attn_implementation", None) != ATTN_IMPLEMENTATION:
             raise ValueError("the model does not use the LeanK attention hook: call leank_core.apply(model, mask) "
                              "before creating a LeanKCache")
@@ -403,9 +410,7 @@ def apply(model: PreTrainedModel, mask: LeanKMask, allow_hash_mismatch: bool = F
     Afterwards ``model.generate(..., past_key_values=LeanKCache(mask, model.config))`` decodes
     with the mask; without a LeanKCache the model behaves exactly as before.
     """
-    shape = adapter_for(model).mask_shape
-    if mask.shape != shape:
-        raise ValueError(f"mask shape {mask.shape} does not match this model's {shape}: it was learned for another architecture")
+    check_mask_shape(mask, model)
     if not allow_hash_mismatch:
         actual = model_hash(model)
         if mask.model_hash != actual:

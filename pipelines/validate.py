@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = source.tokenizer()
     samples = make_samples(tokenizer, "eval", args.tasks, args.lengths, args.samples, args.seed).to_list()
     runs = ["full", "masked"] + (["random"] if args.baseline else [])
-    print(f"validating {mask.model_id or args.model} mask {mask.sha256()[:12]} on {len(samples)} samples x {runs}")
+    sha = mask.sha256()  # the identity the report and the registry decision refer to
+    print(f"validating {mask.model_id or args.model} mask {sha[:12]} on {len(samples)} samples x {runs}")
     try:
         rows, memory = run_sharded(args, source, mask, samples, runs)
     except Exception as e:  # noqa: BLE001 - a worker's error (e.g. mask for another model) as one line
@@ -149,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    report = Report.build(rows, mask.sha256(), mask.model_id, mask.model_hash,
+    report = Report.build(rows, sha, mask.model_id, mask.model_hash,
                           Gate(args.max_mean_drop, args.max_cell_drop), memory=memory, settings=settings)
-    out = args.out / mask.sha256()[:16]
+    out = args.out / sha[:16]
     path = report.save(out / "report.json")
     plot_report(report, out / "accuracy.png")
     print(f"report: {path}\n{report.summary()}")
