@@ -98,27 +98,36 @@ class AlphaStep(nn.Module):
         return terms.total, terms.mse, terms.l1  # a tuple: ZeRO-3 hooks backward onto output tensors
 
 
-def deepspeed_config(zero_stage: int, dtype: str) -> dict[str, Any]:
-    """Batch 1 per worker, no gradient clipping, α's gradient averaged over workers."""
+def deepspeed_config(zero_stage: int) -> dict[str, Any]:
+    """Batch 1 per worker, no gradient clipping, α's gradient averaged over workers.
+
+    No ``bf16`` section, whatever the model's dtype: DeepSpeed's bf16 mode casts every
+    parameter of the module it is given, α included, so the forward pass would read α rounded
+    to 8 bits and stage 2 would rank those rounded values (on a tiny bf16 model that moved α by
+    up to 0.12 and changed 20 mask entries against ``learn_mask``). The frozen weights keep the
+    dtype they were loaded in; only the ZeRO-3 construction is told it (:func:`load_frozen`).
+    """
     return {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
         "zero_optimization": {"stage": zero_stage},
-        "bf16": {"enabled": dtype == "bfloat16"},
         "zero_allow_untested_optimizer": True,  # ClampedAdam is torch's Adam plus a projection
         "steps_per_print": 1 << 30,
     }
 
 
-def load_frozen(source: ModelSource, ds_config: dict[str, Any], dtype: str, device: torch.device) -> PreTrainedModel:
+def load_frozen(source: ModelSource, zero_stage: int, dtype: str, device: torch.device) -> PreTrainedModel:
     """The frozen model with the LeanK hook; under ZeRO-3 constructed already partitioned.
 
     transformers builds the model inside ``deepspeed.zero.Init`` while an ``HfDeepSpeedConfig``
-    is alive, so no worker ever holds the whole model.
+    is alive, so no worker ever holds the whole model. That config names the model's dtype
+    (``zero.Init`` creates every weight in it), unlike the engine's (:func:`deepspeed_config`).
     """
     from transformers.integrations import HfDeepSpeedConfig
 
-    hf_ds = HfDeepSpeedConfig(ds_config) if ds_config["zero_optimization"]["stage"] == 3 else None
+    hf_ds = None
+    if zero_stage == 3:
+        hf_ds = HfDeepSpeedConfig({**deepspeed_config(zero_stage), "bf16": {"enabled": dtype == "bfloat16"}})
     model = source.load(dtype=DTYPES[dtype], device=device)
     model._leank_hf_ds_config = hf_ds  # keep it alive as long as the model (transformers holds a weakref)
     return prepare(model)
@@ -246,8 +255,8 @@ def train_loop(loop_config: dict[str, WorkerPlan]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     config = plan.train
-    ds_config = deepspeed_config(plan.zero_stage, plan.dtype)
-    model = load_frozen(plan.source, ds_config, plan.dtype, device)
+    ds_config = deepspeed_config(plan.zero_stage)
+    model = load_frozen(plan.source, plan.zero_stage, plan.dtype, device)
     importance = Importance(adapter_for(model).mask_shape).to(device)
     optimizer = ClampedAdam(importance.parameters(), lr=config.lr)
     engine, *_ = deepspeed.initialize(model=AlphaStep(model, importance, config), optimizer=optimizer,

@@ -265,12 +265,15 @@ def test_failed_job_exits_1_pushes_nothing_and_resume_finishes_it(ray_head, refe
 
 
 @pytest.mark.slow
-def test_one_worker_job_matches_single_process_learn_mask(ray_head, tiny_dir: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("dtype,zero", [("float32", "3"), ("bfloat16", "2"), ("bfloat16", "3")])
+def test_one_worker_job_matches_single_process_learn_mask(dtype: str, zero: str, ray_head, tiny_dir: Path,
+                                                          tmp_path: Path, monkeypatch) -> None:
+    """Same α and mask as ``learn_mask`` on a model of the same dtype: under bf16 too, α trains in fp32."""
     monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
-    assert main(job_args(tiny_dir, tmp_path, "one", workers=1)) == 0
+    assert main([*job_args(tiny_dir, tmp_path, "one", workers=1), "--dtype", dtype, "--zero-stage", zero]) == 0
     source = resolve_model(str(tiny_dir), MODEL_ID)
     data = make_training_samples(source.tokenizer(), RECIPE)
-    expected = learn_mask(source.load(), data, TRAIN, MODEL_ID, progress=False)
+    expected = learn_mask(source.load(dtype=getattr(torch, dtype)), data, TRAIN, MODEL_ID, progress=False)
     got = _mask(tmp_path)
     # Stage 1 is bit-identical; stage 2 differs in the last bits of the gradient under DeepSpeed
     # (7e-12 on its first step), which Adam turns into <= 4e-6 on α after the 14 steps here.
