@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
 
 HASH_VERSION = "leank-model-hash-v2"
 CHUNK_ELEMS = 1 << 24  # 64 MiB of float32 per chunk
+IN_FLIGHT = 8  # tensors hashed concurrently (and held) at once
 
 ARCH_FIELDS = (
     "model_type",
@@ -62,15 +64,26 @@ def model_hash(model: torch.nn.Module) -> str:
 
 
 def hash_weights(config: Any, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """Same digest from any stream of named tensors (e.g. gathered ZeRO-3 partitions)."""
-    named = sorted(named_tensors, key=lambda kv: kv[0])
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        digests = list(pool.map(lambda kv: _tensor_digest(*kv), named))
+    """Same digest from any stream of named tensors (e.g. gathered ZeRO-3 partitions).
+
+    The stream is consumed with at most ``IN_FLIGHT`` tensors held at once (their digests are
+    combined in name order at the end), so a caller that gathers a partitioned model one
+    tensor at a time never holds the whole model.
+    """
+    digests: dict[str, bytes] = {}
+    pending: deque[tuple[str, Future[bytes]]] = deque()
+    with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
+        for name, tensor in named_tensors:
+            pending.append((name, pool.submit(_tensor_digest, name, tensor)))
+            if len(pending) == IN_FLIGHT:
+                done, future = pending.popleft()
+                digests[done] = future.result()
+        digests.update((name, future.result()) for name, future in pending)
     top = hashlib.sha256()
     top.update(HASH_VERSION.encode())
     top.update(json.dumps(architecture_fields(config), sort_keys=True, default=str).encode())
-    for d in digests:
-        top.update(d)
+    for name in sorted(digests):
+        top.update(digests[name])
     return top.hexdigest()
 
 

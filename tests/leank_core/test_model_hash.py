@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import torch
 
-from leank_core.model_hash import hash_weights, model_hash
+from leank_core.model_hash import IN_FLIGHT, hash_weights, model_hash
 from tests.conftest import tiny_model
 
 
@@ -40,3 +42,24 @@ def test_architecture_fields_are_covered():
 def test_hash_streams_named_tensors_in_any_order():
     a = tiny_model(seed=1)
     assert hash_weights(a.config, reversed(list(a.named_parameters()))) == model_hash(a)
+
+
+def test_hash_holds_a_bounded_number_of_streamed_tensors():
+    """A gathered ZeRO-3 stream is hashed without keeping every tensor alive at once."""
+    a = tiny_model(seed=1)
+    alive: list[weakref.ref] = []
+    most = 0
+
+    def stream():
+        nonlocal most
+        for name, p in a.named_parameters():
+            gc.collect()
+            most = max(most, sum(r() is not None for r in alive))
+            copy_ = p.detach().clone()  # what a gather hands over: a fresh tensor per parameter
+            alive.append(weakref.ref(copy_))
+            yield name, copy_
+            del copy_
+
+    assert hash_weights(a.config, stream()) == model_hash(a)
+    assert len(alive) > IN_FLIGHT + 2
+    assert most <= IN_FLIGHT
