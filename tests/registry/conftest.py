@@ -28,11 +28,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# moto's S3 server, as `python -m moto.server` builds it, but answering one request at a time:
+# moto checks `If-None-Match: *` and then stores the object in two steps, so its threaded
+# server lets two concurrent conditional creates of one key both succeed (seen: two pushers
+# got version 2). Real S3 decides a conditional write atomically; a serial server does too.
+SERIAL_MOTO = """
+import sys
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import run_simple
+run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)
+"""
+
+
 def start_s3_server(env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """Start `moto.server` in its own process and wait until it accepts connections."""
+    """Start moto's S3 server in its own process and wait until it accepts connections."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", SERIAL_MOTO, str(port)],
+                            env={**os.environ, "MOTO_PORT": str(port), **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
