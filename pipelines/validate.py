@@ -104,14 +104,28 @@ def evaluate_shard(source: ModelSource, mask_bytes: bytes, samples: list[dict], 
                   "v_saving": memory.v_saving, **asdict(memory)}
 
 
+def worker_plan(cluster_gpus: float, gpus_per_worker: float | None, num_workers: int | None) -> tuple[float, int]:
+    """GPUs per worker and worker count: given values win; else one worker per GPU in the cluster now.
+
+    A cluster with no GPU at this moment (also an autoscaling one whose GPU nodes are not up
+    yet) gets one CPU worker, and the job says so on stderr, since that is rarely what a GPU
+    cluster's user meant.
+    """
+    if gpus_per_worker is None:
+        gpus_per_worker = 1 if cluster_gpus else 0
+        if not cluster_gpus:
+            print("leank validate: no GPU in the Ray cluster now, so the workers run on CPU; pass "
+                  "--gpus-per-worker 1 --num-workers N to wait for GPU nodes", file=sys.stderr)
+    workers = num_workers or (int(cluster_gpus // gpus_per_worker) if gpus_per_worker else 1)
+    return gpus_per_worker, workers
+
+
 def run_sharded(args: argparse.Namespace, source: ModelSource, mask: LeanKMask, samples: list[dict],
                 runs: list[str]) -> tuple[list[dict], dict]:
     import ray
 
     ray.init()  # RAY_ADDRESS (set by ray job submit) or a new local Ray
-    gpus = ray.cluster_resources().get("GPU", 0)
-    per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (1 if gpus else 0)
-    workers = args.num_workers or (int(gpus // per_worker) if per_worker else 1)
+    per_worker, workers = worker_plan(ray.cluster_resources().get("GPU", 0), args.gpus_per_worker, args.num_workers)
     task = ray.remote(num_gpus=per_worker, num_cpus=1)(evaluate_shard)
     shards = [samples[i::workers] for i in range(workers) if samples[i::workers]]
     futures = [task.remote(source, mask.to_bytes(), shard, runs, args.extra_tokens, args.seed) for shard in shards]

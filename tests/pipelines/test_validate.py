@@ -13,7 +13,7 @@ from leank_core.loading import resolve_model
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import model_hash
 from pipelines.report import Report
-from pipelines.validate import main as validate
+from pipelines.validate import main as validate, worker_plan
 from registry import MaskRegistry, RegistryError
 from tests.conftest import requires_smollm2
 
@@ -67,3 +67,15 @@ def test_bad_arguments_fail_before_any_worker(tmp_path, capsys):
     assert validate(["--model", "smollm2-135m", "--mask", "x.safetensors", "--lengths", "9000"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("leank validate: ") for line in lines)
+
+
+@pytest.mark.parametrize("cluster_gpus,flags,expected,warns", [
+    (4, (None, None), (1, 4), False),       # one worker per GPU
+    (4, (0.5, None), (0.5, 8), False),      # fractional GPUs pack more workers
+    (4, (1, 2), (1, 2), False),             # explicit values win
+    (0, (None, None), (0, 1), True),        # no GPU now: one CPU worker, and a notice
+    (0, (1, 8), (1, 8), False),             # autoscaling cluster: explicit GPU workers wait for nodes
+])
+def test_worker_plan(cluster_gpus, flags, expected, warns, capsys):
+    assert worker_plan(cluster_gpus, *flags) == expected
+    assert ("no GPU in the Ray cluster" in capsys.readouterr().err) == warns
