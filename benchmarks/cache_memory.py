@@ -29,7 +29,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from leank_core.adapters import adapter_for
 from leank_core.cache import LeanKCache, apply, cache_kwargs, memory_report
-from leank_core.loading import resolve_model
+from leank_core.model_source import resolve_model
 from leank_core.mask import LeanKMask
 
 # --tiny: a random Llama with real-model head geometry (GQA 4:1, head_dim 64), small enough for CPU.
@@ -186,7 +186,7 @@ def run_fresh(args: argparse.Namespace, variant: str) -> Result:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="local HF folder, .gguf file or alias (see leank_core.loading)")
+    src.add_argument("--model", help="local HF folder, .gguf file or alias (see leank_core.model_source)")
     src.add_argument("--tiny", action="store_true", help="a random 4-layer Llama (GQA, head_dim 64)")
     p.add_argument("--context", type=int, default=2048, help="prompt tokens per sequence")
     p.add_argument("--new-tokens", type=int, default=128)

@@ -8,7 +8,7 @@ the decode kernel on GPU) for the masked run and the default dynamic cache for t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -16,8 +16,15 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from leank_core.cache import LeanKCache, cache_kwargs
-from leank_core.data import score
 from leank_core.mask import LeanKMask
+
+
+def score(prediction: str, answers: Sequence[str]) -> float:
+    """RULER's string_match_all: the fraction of expected strings found in ``prediction`` (case-insensitive)."""
+    if not answers:
+        raise ValueError("score needs at least one expected answer")
+    text = prediction.lower()
+    return sum(a.lower() in text for a in answers) / len(answers)
 
 
 @torch.no_grad()

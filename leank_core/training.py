@@ -36,7 +36,7 @@ from leank_core.model_hash import model_hash
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of both stages (DESIGN.md §1; defaults sized for small models)."""
+    """Hyper-parameters of both stages (docs/design.md §1; defaults sized for small models)."""
 
     ratio: float = 0.7
     align: int = 16
@@ -196,7 +196,7 @@ def learn_mask(
     adapter = adapter_for(model)
     config.check(adapter.head_dim)
     if len(dataset) == 0:
-        raise ValueError("the training dataset is empty: generate samples first (leank_core.data)")
+        raise ValueError("the training dataset is empty: generate samples first (leank_core.tasks)")
     prepare(model)
     torch.manual_seed(config.seed)
     device = next(model.parameters()).device

@@ -38,8 +38,8 @@ if __package__ in (None, ""):  # run as a script (ray job submit -- python pipel
 import pyarrow.fs  # noqa: E402
 
 from leank_core.adapters import adapter_for  # noqa: E402
-from leank_core.data import LENGTH_TOLERANCE, TASKS, DataRecipe, make_training_samples  # noqa: E402
-from leank_core.loading import ModelSource, resolve_model  # noqa: E402
+from leank_core.tasks import LENGTH_TOLERANCE, TASKS, DataRecipe, make_training_samples  # noqa: E402
+from leank_core.model_source import ModelSource, resolve_model  # noqa: E402
 from leank_core.mask import LeanKMask  # noqa: E402
 from leank_core.training import TrainConfig  # noqa: E402
 from pipelines.config import JobParser, UsageError  # noqa: E402
@@ -74,7 +74,7 @@ def build_parser() -> JobParser:
     m.add_argument("--model-id", help="registry id org/name to file the mask under (default: derived from --model)")
     m.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                    help="weights and compute dtype (default auto: bfloat16 on GPU workers, float32 on CPU)")
-    k = p.add_argument_group("mask and training (DESIGN.md §1)")
+    k = p.add_argument_group("mask and training (docs/design.md §1)")
     k.add_argument("--ratio", type=float, default=t.ratio, help="fraction of K channels to prune, in (0, 1) (default %(default)s)")
     k.add_argument("--align", type=int, default=t.align, help="kept channels per head are a multiple of this (default %(default)s)")
     k.add_argument("--sink", type=int, default=t.sink, help="first tokens whose keys stay full (default %(default)s)")
@@ -85,7 +85,7 @@ def build_parser() -> JobParser:
     k.add_argument("--stage2-lr", type=float, default=t.stage2_lr, help="stage-2 Adam learning rate (default %(default)s)")
     k.add_argument("--l1", type=float, default=t.l1, help="λ, weight of the L1 penalty on α in stage 1 (default %(default)s)")
     k.add_argument("--seed", type=int, default=t.seed, help="seed of the data and of each worker's sample order (default %(default)s)")
-    r = p.add_argument_group("data recipe (leank_core.data, training split)")
+    r = p.add_argument_group("data recipe (leank_core.tasks, training split)")
     r.add_argument("--tasks", nargs="+", choices=TASKS, default=list(d.tasks), metavar="TASK",
                    help=f"synthetic tasks, cycled (default: {' '.join(d.tasks)}; choices: {', '.join(TASKS)})")
     r.add_argument("--n-samples", type=_positive, default=d.n_samples, help="training samples in all (default %(default)s)")

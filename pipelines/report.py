@@ -20,7 +20,7 @@ REPORT_FORMAT = "leank-validation-report/1"
 
 @dataclass(frozen=True)
 class Gate:
-    """Thresholds in accuracy points (DESIGN: no accuracy loss, within noise)."""
+    """Thresholds in accuracy points (docs/design.md: no accuracy loss, within noise)."""
 
     max_mean_drop: float = 1.0
     max_cell_drop: float = 5.0

@@ -31,7 +31,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from leank_core.adapters import adapter_for
-from leank_core.loading import ModelSource
+from leank_core.model_source import ModelSource
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import hash_weights, model_hash
 from leank_core.training import Importance, TrainConfig, compute_loss, prepare

@@ -3,7 +3,7 @@
     ray job submit --working-dir . -- python pipelines/validate.py --model M --mask org/name@3
     python pipelines/validate.py --model smollm2-135m --mask mask.safetensors   # local Ray
 
-Samples come from the *eval* split of ``leank_core.data`` (templates, haystacks and seeds
+Samples come from the *eval* split of ``leank_core.tasks`` (templates, haystacks and seeds
 disjoint from training). They are sharded over Ray workers (one per GPU; CPU workers
 locally); each worker runs every sample with the full cache and with the mask (and, with
 ``--baseline random``, with a random mask of the same kept counts). The report (JSON + PNG)
@@ -23,8 +23,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script (ray job submit -- python pipelines/validate.py)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from leank_core.data import TASKS, make_samples  # noqa: E402
-from leank_core.loading import ModelSource, resolve_model  # noqa: E402
+from leank_core.tasks import TASKS, make_samples  # noqa: E402
+from leank_core.model_source import ModelSource, resolve_model  # noqa: E402
 from leank_core.mask import LeanKMask  # noqa: E402
 from pipelines.config import JobParser, UsageError  # noqa: E402
 from pipelines.report import Gate, Report, plot_report  # noqa: E402

@@ -26,7 +26,7 @@ def _triton_available() -> bool:
 def decode_attention(q: torch.Tensor, state: DecodeState, layout: LayerLayout, scale: float) -> torch.Tensor:
     """Attention output ``[B, H, D]`` for one decode query ``q`` ``[B, H, D]``."""
     if q.is_cuda and _triton_available():
-        from leank_core.kernels.triton_decode import decode_attention_triton  # triton only where it runs
+        from leank_core.kernels.decode_launch import decode_attention_triton  # triton only where it runs
 
         return decode_attention_triton(q, state, layout, scale)
     return decode_attention_reference(q, state, layout, scale)

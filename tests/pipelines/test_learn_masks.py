@@ -24,8 +24,8 @@ import pytest
 import torch
 from transformers import ByT5Tokenizer
 
-from leank_core.data import DataRecipe, make_training_samples
-from leank_core.loading import resolve_model
+from leank_core.tasks import DataRecipe, make_training_samples
+from leank_core.model_source import resolve_model
 from leank_core.model_hash import model_hash
 from leank_core.training import TrainConfig, learn_mask
 from pipelines.learn_masks import build_parser, main, plan

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leank_core.loading import resolve_model
+from leank_core.model_source import resolve_model
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import model_hash
 from pipelines.report import Report

@@ -8,8 +8,8 @@ import torch
 from leank_core.kernels import decode_attention
 from leank_core.kernels.layout import DecodeState, LayerLayout
 from leank_core.kernels.reference import decode_attention_reference, dense_slot_valid
-from leank_core.kernels import triton_decode
-from leank_core.kernels.triton_decode import DENSE_CHUNK, decode_attention_triton, split_plan
+from leank_core.kernels import decode_launch
+from leank_core.kernels.decode_launch import DENSE_CHUNK, decode_attention_triton, split_plan
 
 SINK, RECENT, D = 4, 8, 128
 
@@ -88,10 +88,10 @@ def test_kernel_equals_reference_for_ragged_lengths_and_gqa_groups(lengths, grou
 def test_kernel_equals_reference_across_many_middle_and_dense_splits(monkeypatch):
     """Ragged middles over one-tile slices (whole tiles and a masked tail), several dense slices, and more
     slices than one merge block (small chunk and merge block so the interpreter stays fast)."""
-    monkeypatch.setattr(triton_decode, "MIN_CHUNK", triton_decode.BLOCK_N)
-    monkeypatch.setattr(triton_decode, "MERGE_BLOCK", 8)
-    sink, recent, cap = 64, 2 * triton_decode.DENSE_CHUNK - 64 + 5, 20 * triton_decode.BLOCK_N
-    plan = triton_decode.split_plan(1, 2, cap, sink + recent, torch.device("cpu"))
+    monkeypatch.setattr(decode_launch, "MIN_CHUNK", decode_launch.BLOCK_N)
+    monkeypatch.setattr(decode_launch, "MERGE_BLOCK", 8)
+    sink, recent, cap = 64, 2 * decode_launch.DENSE_CHUNK - 64 + 5, 20 * decode_launch.BLOCK_N
+    plan = decode_launch.split_plan(1, 2, cap, sink + recent, torch.device("cpu"))
     assert plan.n_mid > 2 * 8 and plan.n_dense > 2
     assert_kernel_matches_reference([16, 128], [sink + recent + cap - 37], cap=cap, sink=sink, recent=recent)
 

@@ -1,4 +1,4 @@
-"""Launch code for the fused LeanK decode kernels (``decode_kernel.py``); same contract as the reference.
+"""Launch code for the fused LeanK decode kernels (``decode_jit.py``); same contract as the reference.
 
 Per layer and step: one split kernel over ``B * H_kv`` KV heads × (middle splits + dense
 splits), then a small log-sum-exp merge over ``B * H`` query heads. The split plan depends
@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 import triton
 
-from leank_core.kernels.decode_kernel import leank_merge_kernel, leank_split_kernel
+from leank_core.kernels.decode_jit import leank_merge_kernel, leank_split_kernel
 from leank_core.kernels.layout import DecodeState, LayerLayout
 
 BLOCK_N = 128  # tokens per tile

@@ -1,6 +1,6 @@
 """Decode-attention benchmark: torch SDPA (dense) vs a dense Triton kernel of the same design vs LeanK.
 
-    PYTHONPATH=. python benchmarks/decode_kernel.py --out benchmarks/results/decode_kernel.json
+    PYTHONPATH=. python benchmarks/decode_attention.py --out benchmarks/results/decode_attention.json
 
 Per model shape the published mask's kept-count histogram is spread over the layers with a
 seeded shuffle. One timed step runs every layer once, back to back (each LeanK layer with its
@@ -30,7 +30,7 @@ from triton.testing import do_bench_cudagraph
 
 from leank_core.kernels.layout import DecodeState, LayerLayout
 from leank_core.kernels.reference import decode_attention_reference
-from leank_core.kernels.triton_decode import decode_attention_triton
+from leank_core.kernels.decode_launch import decode_attention_triton
 
 SHAPES = {
     # name: (query heads, KV heads, head dim, layers, published kept-count histogram over all KV heads)

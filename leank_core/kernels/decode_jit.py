@@ -1,4 +1,4 @@
-"""Triton kernels of the fused LeanK decode attention (launch code: ``triton_decode.py``).
+"""Triton kernels of the fused LeanK decode attention (launch code: ``decode_launch.py``).
 
 ``leank_split_kernel``: program ``(split, b * H_kv + h)`` computes, for the G query heads of
 KV head ``h`` of sequence ``b`` (one ``[G, ...]`` tile, so K and V are read once per KV head),

@@ -12,8 +12,8 @@
 #             then the 8K cache memory / decode tokens/s benchmark, full vs LeanK. It ran when the
 #             config said n-samples 512 and before the bf16-α fix (see README.md here)
 #   validate  the gate on the job's candidate (1K-8K, random baseline) and on the committed 50% mask
-#   rerun     a second (fresh) machine: the gate on the committed 70% mask (learned by smol_gpu.py), then the
-#             learn job again with the data size smol_gpu.py used (256 samples); the machine went
+#   rerun     a second (fresh) machine: the gate on the committed 70% mask (learned by smollm2_gpu_recipe.py), then the
+#             learn job again with the data size smollm2_gpu_recipe.py used (256 samples); the machine went
 #             back before that mask could be validated or copied out
 set -euo pipefail
 STAGE=/root/stage SITE=/root/site

@@ -1,8 +1,8 @@
 """Issue 9, GPU part: SmolLM2-135M full-recipe mask learning and evaluation, run directly
 through leank_core (no Ray/DeepSpeed on the device). Writes JSON + masks to --out.
 
-    python smol_gpu.py learn --model M.gguf --out DIR
-    python smol_gpu.py eval  --model M.gguf --out DIR
+    python smollm2_gpu_recipe.py learn --model M.gguf --out DIR
+    python smollm2_gpu_recipe.py eval  --model M.gguf --out DIR
 """
 
 from __future__ import annotations
@@ -24,17 +24,11 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from leank_core.cache import apply  # noqa: E402
-from leank_core.data import DataRecipe, make_samples, make_training_samples  # noqa: E402
+from leank_core.tasks import DataRecipe, make_samples, make_training_samples  # noqa: E402
 from leank_core.evaluation import evaluate  # noqa: E402
-from leank_core.loading import resolve_model  # noqa: E402
+from leank_core.model_source import resolve_model  # noqa: E402
 from leank_core.mask import LeanKMask  # noqa: E402
 from leank_core.training import TrainConfig, learn_mask  # noqa: E402
-
-import leank_core.training as _training  # noqa: E402
-
-_quantize = _training.quantize_importance
-# Workaround: quantize_importance returns a CPU mask for a CUDA alpha (stage 2 then fails on GPU).
-_training.quantize_importance = lambda alpha, ratio, align: _quantize(alpha, ratio, align).to(alpha.device)
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CUDA = torch.cuda.is_available()  # CPU only for a local smoke run
