@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from leank_core.attention import install
 from leank_core.training import (
     Importance,
     TrainConfig,
     compute_loss,
     continuation_hidden,
+    freeze,
     learn_mask,
     prefill,
-    prepare,
     split_sample,
 )
 from leank_core.model_hash import model_hash
@@ -31,7 +32,7 @@ def sample(n_prompt=48, n_answer=5, seed=0) -> dict:
 
 @pytest.fixture
 def model():
-    return prepare(tiny_model("llama"))
+    return install(freeze(tiny_model("llama")))
 
 
 def test_teacher_pass_equals_the_plain_forward_of_the_whole_sequence(model):
@@ -44,7 +45,7 @@ def test_teacher_pass_equals_the_plain_forward_of_the_whole_sequence(model):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
 def test_alpha_one_student_matches_teacher_and_only_alpha_gets_gradients(arch):
-    model = prepare(tiny_model(arch))
+    model = install(freeze(tiny_model(arch)))
     before = model_hash(model)
     config = TrainConfig(sink=SINK, recent=RECENT, align=4)
     importance = Importance((2, 2, 16))
