@@ -82,10 +82,13 @@ class _Rows:
         self.pos_q = torch.arange(n_context, n_context + t, device=query.device).repeat(self.group)[:, None]
 
     def blocks(self, chunk: int) -> list[Block]:
-        """Context blocks, then the new tokens (always mixed: causal, and middle once T > recent)."""
-        dense = self.qw is None and self.zero is None  # teacher: middle-ness changes nothing
+        """Context blocks, then the new tokens (always mixed: causal, and middle once T > recent).
+
+        The teacher gets the same blocks, all plain, so that unit weights reproduce it bit for bit.
+        """
         found = context_blocks(self.n_context, self.n_new, self.sink, self.recent, chunk)
-        found = [Block(k.start, k.stop, PLAIN) for k in found] if dense else found
+        if self.qw is None and self.zero is None:  # the teacher: middle-ness changes nothing
+            found = [Block(b.start, b.stop, PLAIN) for b in found]
         return found + [Block(self.n_context, self.n_context + self.n_new, MIXED)]
 
     def middle(self, block: Block) -> torch.Tensor:

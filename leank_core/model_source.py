@@ -45,7 +45,9 @@ class ModelSource:
         """The model in eval mode. Under an active DeepSpeed ZeRO-3 HF config this builds it partitioned
         (checkpoints: each safetensors shard is read and scattered into the partitions in turn)."""
         if self.synthetic:
-            with torch.device(device):
+            device = torch.device(device)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
+                torch.manual_seed(0)  # the same weights in every process (ZeRO-2 keeps a copy per worker) and run
                 return AutoModelForCausalLM.from_config(self.config(), dtype=dtype).eval()
         model = AutoModelForCausalLM.from_pretrained(self.path, gguf_file=self.gguf_file, dtype=dtype)
         return model.to(device).eval()
