@@ -73,7 +73,7 @@ class _Rows:
                  n_context: int, n_kv_heads: int, sink: int, recent: int, scaling: float) -> None:
         b, h, t, d = query.shape
         self.dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
-        self.shape, self.n_new, self.group = (b, h, t, d), t, h // n_kv_heads
+        self.n_new, self.group = t, h // n_kv_heads
         self.q = query.to(self.dtype).reshape(b, n_kv_heads, self.group * t, d)
         self.w = None if weights is None else weights.to(query.device, self.dtype)[None, :, None, :]
         self.qw = None if weights is None else self.q * self.w
@@ -97,9 +97,10 @@ class _Rows:
         return (pos_k >= self.sink) & (pos_k < self.pos_q + 1 - self.recent)
 
     def scores(self, keys: torch.Tensor, block: Block) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Scaled scores ``[B, H_kv, G * T, C]`` (-inf where a key is not attended) and, for a
-        mixed block, its middle-key mask; the operations and their order are MaskedAttention's."""
-        k = keys.to(self.dtype).transpose(-1, -2)
+        """Scaled scores ``[B, H_kv, G * T, C]`` (-inf where a key is not attended) of the block's
+        ``keys`` (in :attr:`dtype`) and, for a mixed block, its middle-key mask; the operations and
+        their order are MaskedAttention's."""
+        k = keys.transpose(-1, -2)
         middle = self.middle(block) if block.kind == MIXED else None
         if self.qw is None or block.kind == PLAIN:
             raw = self.q @ k
@@ -121,10 +122,12 @@ class _Rows:
 
 
 def _block_kv(block: Block, context: tuple[torch.Tensor, torch.Tensor], new: tuple[torch.Tensor, torch.Tensor],
-              n_context: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if block.start >= n_context:
-        return new
-    return context[0][:, :, block.start:block.stop], context[1][:, :, block.start:block.stop]
+              dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block's keys and values in the compute dtype: the only per-block copies (one block at a time)."""
+    n_context = context[0].shape[2]
+    keys, values = new if block.start >= n_context else (
+        context[0][:, :, block.start:block.stop], context[1][:, :, block.start:block.stop])
+    return keys.to(dtype), values.to(dtype)
 
 
 class ContinuationAttention(torch.autograd.Function):
@@ -141,21 +144,20 @@ class ContinuationAttention(torch.autograd.Function):
         total = rows.q.new_zeros((b, hkv, r))
         acc = rows.q.new_zeros((b, hkv, r, new_values.shape[-1]))
         for block in rows.blocks(chunk):
-            keys, values = _block_kv(block, (context_keys, context_values), (new_keys, new_values), n_context)
+            keys, values = _block_kv(block, (context_keys, context_values), (new_keys, new_values), rows.dtype)
             scores, _ = rows.scores(keys, block)
             m_new = torch.maximum(m, scores.amax(-1))
             m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)  # a row may have no key in this block yet
             p = torch.exp(scores - m_safe[..., None])
             correction = torch.exp(m - m_safe)
             total = total * correction + p.sum(-1)
-            acc = acc * correction[..., None] + p @ values.to(rows.dtype)
+            acc = acc * correction[..., None] + p @ values
             m = m_new
         out = acc / total[..., None]  # every row attends at least to its own token: total > 0
         lse = m + torch.log(total)
         ctx.save_for_backward(query, new_keys, new_values, weights, context_keys, context_values, zero_heads, out, lse)
         ctx.settings = (sink, recent, scaling, chunk)
-        bq, h, t, dq = query.shape
-        return out.reshape(bq, h, t, -1).to(query.dtype)
+        return out.reshape(*query.shape[:3], -1).to(query.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -169,9 +171,8 @@ class ContinuationAttention(torch.autograd.Function):
         dq_middle = None if rows.qw is None else torch.zeros_like(rows.q)
         d_new_keys = d_new_values = None
         for block in rows.blocks(chunk):
-            keys, values = _block_kv(block, (context_keys, context_values), (new_keys, new_values), n_context)
-            k, v = keys.to(rows.dtype), values.to(rows.dtype)
-            scores, middle = rows.scores(keys, block)
+            k, v = _block_kv(block, (context_keys, context_values), (new_keys, new_values), rows.dtype)
+            scores, middle = rows.scores(k, block)
             p = torch.exp(scores - lse[..., None])
             d_raw = p * (d_out @ v.transpose(-1, -2) - delta) * scaling  # gradient of the unscaled scores
             if rows.qw is None or block.kind == PLAIN:
