@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # run as a script
 
 import torch  # noqa: E402
 
-from leank_core.adapters import adapter_for  # noqa: E402
-from leank_core.attention import install  # noqa: E402
+from leank_core.adapters import architecture_of  # noqa: E402
+from leank_core.hook import install  # noqa: E402
 from leank_core.kv_snapshot import prefill  # noqa: E402
 from leank_core.model_source import resolve_model  # noqa: E402
 from leank_core.token_copy import token_copy_samples  # noqa: E402
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for context in args.context:
         [sample] = token_copy_samples(vocab, [context], seed=0)
-        importance = Importance(adapter_for(model).mask_shape).to(device)
+        importance = Importance(architecture_of(model).mask_shape).to(device)
         prefill_s, step_s, peak = measure(model, importance, sample, config, device, args.warmup, args.steps)
         tokens = context + 2 * len(sample["answer_ids"])  # prefill, teacher, student (as the learn job counts)
         records.append({"model": args.model, "gpus": 1 if device.type == "cuda" else 0, "zero_stage": None,

@@ -11,10 +11,11 @@ over it (teacher, student). Memory must stay at weights + one KV snapshot + O(an
   own new tokens; attention goes to :func:`leank_core.continuation_attention.continuation_attention`
   with the pass's LeanK semantics (teacher: dense; student: α or the binary mask).
 
-Both cache layers return themselves from ``update`` as a :class:`CacheAttention` handle, so
-the ``"leank"`` hook (``leank_core.attention``) delegates attention to them; the model must be
-installed with that hook. They apply their own causal masks, so they report square mask sizes
-and transformers builds no ``[T, S]`` mask (2 GiB of booleans for a 16K chunk at 128K).
+Both caches are attention modes (:class:`~leank_core.hook.AttentionMode`): passed to the base
+model's forward, they receive every ``"leank"`` attention call of that pass (the model needs
+the hook, ``leank_core.hook.install``). They apply their own causal masks, so they report
+square mask sizes and transformers builds no ``[T, S]`` mask (2 GiB of booleans for a 16K
+chunk at 128K).
 Batches must not be padded (training runs one sample per forward).
 """
 
@@ -29,8 +30,9 @@ from torch.nn.attention.bias import causal_lower_right
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from leank_core.attention import CacheAttention
+from leank_core.compat import forward_with_cache, text_config
 from leank_core.continuation_attention import continuation_attention
+from leank_core.hook import AttentionMode
 
 PREFILL_CHUNK = 32768  # prompt tokens per forward: every chunk re-reads (under ZeRO-3 re-gathers) all weights
 
@@ -46,8 +48,8 @@ class KVSnapshot:
         return self.layers[0][0].shape[2]
 
 
-class _SelfMaskedLayer(CacheLayerMixin, CacheAttention):
-    """Cache-protocol pieces shared by the two layers: they attend themselves with their own masks."""
+class _SelfMaskedLayer(CacheLayerMixin):
+    """Cache-protocol pieces shared by the two layers (their cache attends with its own masks)."""
 
     is_sliding = False
     is_compileable = False
@@ -74,34 +76,40 @@ class _PrefillLayer(_SelfMaskedLayer):
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        """Store the chunk; return views of everything stored so far (no copy)."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n = key_states.shape[2]
         self.keys[:, :, self.filled:self.filled + n] = key_states
         self.values[:, :, self.filled:self.filled + n] = value_states
         self.filled += n
-        return self, self
+        return self.keys[:, :, :self.filled], self.values[:, :, :self.filled]
 
     def get_seq_length(self) -> int:
         return self.filled
 
-    def attend(self, module: torch.nn.Module, query: torch.Tensor, attention_mask: torch.Tensor | None,
-               scaling: float) -> torch.Tensor:
-        n, s = query.shape[2], self.filled
-        keys, values = self.keys[:, :, :s], self.values[:, :, :s]
+
+class _PrefillCache(Cache, AttentionMode):
+    """Chunked prefill: each chunk attends over the snapshot so far, lower-right causal."""
+
+    def __init__(self, num_layers: int, length: int) -> None:
+        super().__init__(layers=[_PrefillLayer(length) for _ in range(num_layers)])
+
+    def attend(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
+        n, s = query.shape[2], key.shape[2]
         causal = {"is_causal": True} if n == s else {"attn_mask": causal_lower_right(n, s)}
-        out = F.scaled_dot_product_attention(query, keys, values, scale=scaling,
-                                             enable_gqa=query.shape[1] != keys.shape[1], **causal)
+        out = F.scaled_dot_product_attention(query, key, value, scale=scaling,
+                                             enable_gqa=query.shape[1] != key.shape[1], **causal)
         return out.transpose(1, 2)
 
 
 @torch.no_grad()
 def prefill(model: PreTrainedModel, input_ids: torch.Tensor, chunk: int = PREFILL_CHUNK) -> KVSnapshot:
     """Run the prompt ``[B, S]`` with ordinary full causal attention, ``chunk`` tokens per forward."""
-    length = input_ids.shape[1]
-    cache = Cache(layers=[_PrefillLayer(length) for _ in range(model.config.get_text_config().num_hidden_layers)])
-    for start in range(0, length, chunk):
-        run_with_cache(model.base_model, input_ids[:, start:start + chunk], cache)
+    cache = _PrefillCache(text_config(model).num_hidden_layers, input_ids.shape[1])
+    for start in range(0, input_ids.shape[1], chunk):
+        forward_with_cache(model.base_model, input_ids[:, start:start + chunk], cache)
     return KVSnapshot(tuple((layer.keys, layer.values) for layer in cache.layers))
 
 
@@ -109,9 +117,9 @@ class _ContinuationLayer(_SelfMaskedLayer):
     """One layer of a pass: the snapshot by reference plus this pass's new tokens."""
 
     def __init__(self, context: tuple[torch.Tensor, torch.Tensor], weights: torch.Tensor | None,
-                 zero_heads: torch.Tensor | None, sink: int, recent: int) -> None:
+                 zero_heads: torch.Tensor | None) -> None:
         super().__init__()
-        self.context, self.weights, self.zero_heads, self.sink, self.recent = context, weights, zero_heads, sink, recent
+        self.context, self.weights, self.zero_heads = context, weights, zero_heads
         self.new: tuple[torch.Tensor, torch.Tensor] | None = None
         self.is_initialized = True
 
@@ -119,21 +127,17 @@ class _ContinuationLayer(_SelfMaskedLayer):
         pass  # nothing to allocate: the snapshot exists and new tokens are kept as given
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        """Keep the pass's own tokens beside the snapshot; attention receives them alone."""
         if self.new is not None:
             raise RuntimeError("a ContinuationCache serves one forward pass; make a new one per pass")
         self.new = (key_states, value_states)
-        return self, self
+        return key_states, value_states
 
     def get_seq_length(self) -> int:
         return self.context[0].shape[2] + (0 if self.new is None else self.new[0].shape[2])
 
-    def attend(self, module: torch.nn.Module, query: torch.Tensor, attention_mask: torch.Tensor | None,
-               scaling: float) -> torch.Tensor:
-        return continuation_attention(query, self.context, self.new, self.weights, self.zero_heads, self.sink,
-                                      self.recent, scaling)
 
-
-class ContinuationCache(Cache):
+class ContinuationCache(Cache, AttentionMode):
     """The cache of one pass over a :class:`KVSnapshot` with LeanK semantics.
 
     ``weights`` ``[L, H_kv, D]`` multiplies middle keys (None: dense, the teacher);
@@ -143,15 +147,12 @@ class ContinuationCache(Cache):
     def __init__(self, snapshot: KVSnapshot, weights: torch.Tensor | None, sink: int, recent: int,
                  zero_heads: torch.Tensor | None = None) -> None:
         super().__init__(layers=[
-            _ContinuationLayer(kv, None if weights is None else weights[i],
-                               None if zero_heads is None else zero_heads[i], sink, recent)
+            _ContinuationLayer(kv, None if weights is None else weights[i], None if zero_heads is None else zero_heads[i])
             for i, kv in enumerate(snapshot.layers)])
+        self.sink, self.recent = sink, recent
 
-
-def run_with_cache(module: torch.nn.Module, input_ids: torch.Tensor, cache: Cache):
-    """Call a transformers model with a KV cache on every supported 5.x version.
-
-    The keyword was renamed (``past_key_values`` → ``cache``) in 5.2x; both versions take the
-    cache as the fourth positional argument (input_ids, attention_mask, position_ids, cache).
-    """
-    return module(input_ids, None, None, cache, use_cache=True)
+    def attend(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
+        layer = self.layers[module.layer_idx]
+        return continuation_attention(query, layer.context, (key, value), layer.weights, layer.zero_heads,
+                                      self.sink, self.recent, scaling)

@@ -34,9 +34,10 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from leank_core.adapters import adapter_for
-from leank_core.attention import install
-from leank_core.kv_snapshot import ContinuationCache, KVSnapshot, prefill, run_with_cache
+from leank_core.adapters import architecture_of
+from leank_core.compat import forward_with_cache
+from leank_core.hook import install
+from leank_core.kv_snapshot import ContinuationCache, KVSnapshot, prefill
 from leank_core.mask import LeanKMask, check_ratio_align, check_window, quantize_importance
 from leank_core.model_hash import model_hash
 
@@ -163,7 +164,7 @@ def continuation_hidden(
     inference cache computes token by token, so it is also the oracle for ``LeanKCache``.
     """
     cache = ContinuationCache(context, weights, sink, recent, zero_heads)
-    return run_with_cache(model.base_model, continuation_ids, cache).last_hidden_state
+    return forward_with_cache(model.base_model, continuation_ids, cache).last_hidden_state
 
 
 @dataclass(frozen=True)
@@ -220,14 +221,14 @@ def learn_mask(
     progress: bool = True,
 ) -> LeanKMask:
     """Run :func:`schedule` (stage 1 then stage 2) on ``dataset`` in this process and return the mask."""
-    adapter = adapter_for(model)
-    config.check(adapter.head_dim)
+    arch = architecture_of(model)
+    config.check(arch.head_dim)
     if len(dataset) == 0:
         raise ValueError("the training dataset is empty: generate samples first (leank_core.tasks)")
     install(freeze(model))
     torch.manual_seed(config.seed)
     device = next(model.parameters()).device
-    importance = Importance(adapter.mask_shape).to(device)
+    importance = Importance(arch.mask_shape).to(device)
     optimizer = ClampedAdam(importance.parameters(), lr=config.lr)
     steps = schedule(config, len(dataset))
     bar = tqdm(steps, disable=not progress or not steps)

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from leank_core.adapters import adapter_for
-from leank_core.attention import install
+from leank_core.adapters import architecture_of
+from leank_core.hook import install
 from leank_core.kv_snapshot import prefill
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import hash_weights, model_hash
@@ -277,7 +277,7 @@ def train_loop(loop_config: dict[str, WorkerPlan]) -> None:
     config = plan.train
     micro_steps = config.batch_size // world  # the driver checked that world divides batch_size
     model = load_frozen(plan.source, plan.zero_stage, plan.dtype, device, micro_steps)
-    importance = Importance(adapter_for(model).mask_shape).to(device)
+    importance = Importance(architecture_of(model).mask_shape).to(device)
     optimizer = ClampedAdam(importance.parameters(), lr=config.lr)
     engine, *_ = deepspeed.initialize(model=DistillationModule(model, importance, config), optimizer=optimizer,
                                       config=deepspeed_config(plan.zero_stage, micro_steps), dist_init_required=False)

@@ -40,7 +40,7 @@ def reference(q, context, new, weights, zero, sink, recent, scaling):
     keys, values = torch.cat([context[0], new[0]], 2), torch.cat([context[1], new[1]], 2)
     zero_heads = None if zero is None else zero[None]
     w = None if weights is None else weights[None]
-    return MaskedAttention(w, sink, recent, zero_heads)(Layer(), q, keys, values, scaling)
+    return MaskedAttention(w, sink, recent, zero_heads).attend(Layer(), q, keys, values, None, scaling)
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))

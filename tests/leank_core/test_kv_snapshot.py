@@ -6,8 +6,9 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from leank_core.attention import install
-from leank_core.kv_snapshot import ContinuationCache, prefill, run_with_cache
+from leank_core.compat import forward_with_cache
+from leank_core.hook import install
+from leank_core.kv_snapshot import ContinuationCache, prefill
 from leank_core.training import Importance, TrainConfig, compute_loss, continuation_hidden, freeze
 from tests.conftest import tiny_model
 
@@ -28,7 +29,7 @@ def test_chunked_prefill_stores_what_one_dense_forward_caches(model, chunk):
     prompt = ids(30)
     with torch.no_grad():
         dense = DynamicCache()
-        run_with_cache(model.base_model, prompt, dense)
+        forward_with_cache(model.base_model, prompt, dense)
     snapshot = prefill(model, prompt, chunk=chunk)
     assert snapshot.length == 30
     for (k, v), layer in zip(snapshot.layers, dense.layers):
@@ -47,7 +48,7 @@ def test_passes_read_the_snapshot_in_place_and_leave_it_unchanged(model):
     snapshot = prefill(model, ids(30))
     before = [(k.clone(), v.clone()) for k, v in snapshot.layers]
     cache = ContinuationCache(snapshot, None, SINK, RECENT)
-    first = run_with_cache(model.base_model, ids(4, seed=1), cache).last_hidden_state
+    first = forward_with_cache(model.base_model, ids(4, seed=1), cache).last_hidden_state
     for layer, (k, v) in zip(cache.layers, snapshot.layers):
         assert layer.context[0].data_ptr() == k.data_ptr() and layer.context[1].data_ptr() == v.data_ptr()
     for (k, v), (k0, v0) in zip(snapshot.layers, before):
@@ -55,7 +56,7 @@ def test_passes_read_the_snapshot_in_place_and_leave_it_unchanged(model):
     second = continuation_hidden(model, snapshot, ids(4, seed=1), None, SINK, RECENT)
     assert torch.equal(first, second)  # a pass does not see an earlier pass's tokens
     with pytest.raises(RuntimeError, match="one forward pass"):
-        run_with_cache(model.base_model, ids(4, seed=1), cache)
+        forward_with_cache(model.base_model, ids(4, seed=1), cache)
 
 
 def saved_bytes_beyond_snapshot(model, n_prompt: int) -> int:

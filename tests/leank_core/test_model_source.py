@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leank_core.adapters import adapter_for
+from leank_core.adapters import architecture_of
 from leank_core.model_source import presets, resolve_model
 
 
 def test_presets_have_the_published_shapes():
     assert {"llama-3.1-8b", "qwen2.5-7b", "llama-3.1-70b", "tiny-llama"} <= set(presets())
-    shapes = {name: adapter_for(resolve_model(name).config()).mask_shape for name in presets()}
+    shapes = {name: architecture_of(resolve_model(name).config()).mask_shape for name in presets()}
     assert shapes["llama-3.1-8b"] == (32, 8, 128) and shapes["qwen2.5-7b"] == (28, 4, 128)
     c = resolve_model("llama-3.1-70b").config()
     assert (c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.hidden_size, c.intermediate_size,
