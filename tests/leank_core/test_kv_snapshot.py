@@ -9,6 +9,7 @@ from transformers import DynamicCache
 from leank_core.compat import forward_with_cache
 from leank_core.hook import install
 from leank_core.kv_snapshot import ContinuationCache, prefill
+from leank_core import training
 from leank_core.training import Importance, TrainConfig, compute_loss, continuation_hidden, freeze
 from tests.conftest import tiny_model
 
@@ -59,34 +60,29 @@ def test_passes_read_the_snapshot_in_place_and_leave_it_unchanged(model):
         forward_with_cache(model.base_model, ids(4, seed=1), cache)
 
 
-def saved_bytes_beyond_snapshot(model, n_prompt: int) -> int:
+def saved_bytes_beyond_snapshot(model, n_prompt: int, monkeypatch) -> int:
     """Bytes autograd keeps for the student's backward, not counting storage shared with the snapshot."""
     config = TrainConfig(sink=SINK, recent=RECENT, align=4)
     importance = Importance((2, 2, 16))
     with torch.no_grad():
         importance.alpha.mul_(0.5)
-    snapshot_ptrs: set[int] = set()
-    original_prefill = prefill
+    snapshot_storages: set[int] = set()
 
-    def recording_prefill(m, input_ids, chunk=None):
-        snap = original_prefill(m, input_ids)
-        snapshot_ptrs.update(t.untyped_storage().data_ptr() for kv in snap.layers for t in kv)
-        return snap
+    def recording_prefill(m, input_ids):
+        snapshot = prefill(m, input_ids)
+        snapshot_storages.update(t.untyped_storage().data_ptr() for kv in snapshot.layers for t in kv)
+        return snapshot
 
+    monkeypatch.setattr(training, "prefill", recording_prefill)
     saved: list[torch.Tensor] = []
-    import leank_core.training as training
-
-    training.prefill, restore = recording_prefill, training.prefill
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-            sample = {"input_ids": ids(n_prompt)[0].tolist(), "answer_ids": ids(5, seed=1)[0].tolist()}
-            compute_loss(model, importance, sample, config, stage=1)
-    finally:
-        training.prefill = restore
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        sample = {"input_ids": ids(n_prompt)[0].tolist(), "answer_ids": ids(5, seed=1)[0].tolist()}
+        compute_loss(model, importance, sample, config, stage=1)
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
-    return sum(n for ptr, n in storages.items() if ptr not in snapshot_ptrs)
+    return sum(n for ptr, n in storages.items() if ptr not in snapshot_storages)
 
 
-def test_the_student_keeps_nothing_for_backward_that_grows_with_the_context(model):
-    short, long = saved_bytes_beyond_snapshot(model, 40), saved_bytes_beyond_snapshot(model, 400)
+def test_the_student_keeps_nothing_for_backward_that_grows_with_the_context(model, monkeypatch):
+    short = saved_bytes_beyond_snapshot(model, 40, monkeypatch)
+    long = saved_bytes_beyond_snapshot(model, 400, monkeypatch)
     assert short > 0 and long == short
