@@ -1,4 +1,4 @@
-"""``leank registry list|show|pull|push|import-reference``.
+"""``leank registry list|show|pull|push|import-reference|site|serve``.
 
 There is deliberately no command that accepts a mask: only ``leank validate`` does, through
 a passing report. Exit codes: 2 for bad input, 1 for registry or integrity failures.
@@ -17,6 +17,7 @@ from leank_core.mask import LeanKMask
 from .errors import RegistryError
 from .ids import parse_ref
 from .registry import MaskRegistry
+from .site import render_site, serve_registry
 
 
 _REGISTRY_HELP = "local directory or s3://bucket/prefix (default: embedded store, $LEANK_REGISTRY)"
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="last tokens kept dense (default %(default)s: the authors deploy their masks with sink 128 / "
                           "recent 768; their training used 1024 for Llama)")
     imp.add_argument("--align", type=int, default=None, help="default: inferred from the kept counts")
+
+    site = sub.add_parser("site", parents=[common], help="render a static HTML site of every model, version and its evidence")
+    site.add_argument("--out", type=Path, required=True, help="folder to write (replaced whole if an earlier site)")
+
+    serve = sub.add_parser("serve", parents=[common], help="render the site and serve it on 127.0.0.1 for a quick look")
+    serve.add_argument("--port", type=int, default=8000, help="default %(default)s; 0 picks a free port")
     return p
 
 
@@ -78,6 +85,11 @@ def run(args: argparse.Namespace) -> str:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, args.out)
         return str(args.out)
+    if args.command == "site":
+        return f"wrote {render_site(registry, args.out)}"
+    if args.command == "serve":
+        serve_registry(registry, args.port)
+        return ""
     if args.command == "push":
         manifest = _read_json(args.manifest) if args.manifest else {}
         return f"pushed {registry.push(LeanKMask.load(args.mask), manifest)} (candidate)"

@@ -6,6 +6,7 @@ Layout under the store root (every object is created once and never rewritten):
     {org}/{name}/versions/{N:06d}/manifest.json          version N exists once this exists
     {org}/{name}/versions/{N:06d}/reports/{k:04d}.json   validation reports, numbered
     {org}/{name}/versions/{N:06d}/status.json            the decision (absent: candidate)
+    {org}/{name}/versions/{N:06d}/README.md              model card, written at acceptance (for people; never read)
 
 Why this shape:
 * The manifest is the commit point and is written last: an upload that dies half way
@@ -37,6 +38,7 @@ from typing import Any
 
 from leank_core.mask import LeanKMask
 
+from .card import model_card
 from .errors import RegistryError
 from .ids import MaskRef, check_model_id
 from .records import DamagedRecord, Decision, Manifest, Status
@@ -44,6 +46,7 @@ from .report import Report
 from .store import open_store
 
 _MANIFEST = re.compile(r"versions/(\d{6,})/manifest\.json")
+_MODEL_MANIFEST = re.compile(r"([^/]+/[^/]+)/versions/\d{6,}/manifest\.json")
 _REPORT = re.compile(r"versions/(\d{6,})/reports/(\d{4,})\.json")
 
 
@@ -184,6 +187,9 @@ class MaskRegistry:
         decision = Decision(status, report_id, manifest.mask_sha256, _now())
         if not self.store.create(_version_dir(ref.model_id, ref.version) + "status.json", decision.to_json()):
             return Judgement(ref, report_id, self._status(manifest), decided_now=False)  # a concurrent judge won
+        if status == Status.ACCEPTED:
+            self.store.create(_version_dir(ref.model_id, ref.version) + "README.md",
+                              model_card(self.show(ref.model_id, ref.version)).encode())
         return Judgement(ref, report_id, status, decided_now=True)
 
     def _attach(self, ref: MaskRef, report: Report) -> int:
@@ -232,6 +238,12 @@ class MaskRegistry:
                   allow_unaccepted: bool = False) -> Path:
         """As :meth:`pull`, but the verified cached file's path."""
         return self._fetch(self._select(model_id, version, model_hash, allow_unaccepted))[0]
+
+    def model_ids(self) -> list[str]:
+        """Every model id with at least one version (damaged ones too), sorted; a folder whose name is
+        not a valid ``org/name`` is skipped, never shown."""
+        found = {m.group(1) for key in self.store.list("") if (m := _MODEL_MANIFEST.fullmatch(key))}
+        return sorted(model_id for model_id in found if _is_model_id(model_id))
 
     def list(self, model_id: str) -> list[VersionSummary]:
         """One summary per version, oldest first; a damaged version says why instead of failing the list."""
@@ -371,6 +383,13 @@ class MaskRegistry:
             return (f"report {report_id} judged mask {report.mask_sha256[:12]}, "
                     f"not this version's mask {manifest.mask_sha256[:12]}")
         return None
+
+
+def _is_model_id(text: str) -> bool:
+    try:
+        return bool(check_model_id(text))
+    except ValueError:
+        return False
 
 
 def _mask_key(model_id: str, sha: str) -> str:
