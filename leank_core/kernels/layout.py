@@ -24,12 +24,19 @@ Per layer and per decode step the attention reads three parts:
 ``mid_len``  ``[B]`` int32: valid middle tokens per sequence (columns ``< mid_len[b]``).
 
 All per-sequence lengths live on the device, so a decode step needs no host sync.
+
+Appending token ``n`` (0-based, counting the sequence's own tokens) writes it to dense slot
+``n`` if ``n < S`` else ``S + (n - S) % R``. Once the ring is full (``n >= S + R``) that
+slot's outgoing token ``n - R`` first moves to middle column ``n - S - R``: its kept K
+channels into the head's ``mid_k`` rows, its V into the head's ``mid_v`` slot (nothing for
+zero-count heads). ``row_head`` / ``row_channel`` / ``value_head`` say where each ``mid_k``
+row and ``mid_v`` slot comes from, for code that moves whole blocks of tokens at once.
 Query heads are in model order; query head ``i`` belongs to KV head ``i // (H / H_kv)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -45,6 +52,9 @@ class LayerLayout:
     sink: int
     recent: int
     buckets: tuple[tuple[int, int, tuple[int, ...]], ...]  # (count, first row, heads) for count > 0
+    row_head: torch.Tensor  # [C] int64, KV head of mid_k row r
+    row_channel: torch.Tensor  # [C] int64, channel of that head stored in row r
+    value_head: torch.Tensor  # [H_nz] int64, KV head whose middle V mid_v slot s holds
 
     @classmethod
     def from_mask(cls, layer_mask: torch.Tensor, sink: int, recent: int) -> "LayerLayout":
@@ -59,6 +69,7 @@ class LayerLayout:
         k_row = torch.zeros(hkv, dtype=torch.int32)
         v_slot = torch.full((hkv,), -1, dtype=torch.int32)
         row, slot, buckets = 0, 0, {}
+        row_head, row_channel, value_head = [], [], []
         for h in order:
             c = int(counts[h])
             k_row[h] = row
@@ -67,6 +78,9 @@ class LayerLayout:
                 slot += 1
                 first_row, heads = buckets.setdefault(c, (row, []))
                 heads.append(h)
+                value_head.append(h)
+            row_head += [h] * c
+            row_channel += kept_idx[h, :c].tolist()
             row += c
         return cls(
             counts=counts.to(torch.int32),
@@ -76,6 +90,9 @@ class LayerLayout:
             sink=sink,
             recent=recent,
             buckets=tuple((c, r, tuple(hs)) for c, (r, hs) in sorted(buckets.items())),
+            row_head=torch.tensor(row_head, dtype=torch.int64),
+            row_channel=torch.tensor(row_channel, dtype=torch.int64),
+            value_head=torch.tensor(value_head, dtype=torch.int64),
         )
 
     @property
@@ -93,15 +110,17 @@ class LayerLayout:
         return int((self.counts > 0).sum())
 
     def to(self, device: torch.device | str) -> "LayerLayout":
-        return LayerLayout(
-            counts=self.counts.to(device),
-            kept_idx=self.kept_idx.to(device),
-            k_row=self.k_row.to(device),
-            v_slot=self.v_slot.to(device),
-            sink=self.sink,
-            recent=self.recent,
-            buckets=self.buckets,
-        )
+        tensors = {f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name not in _HOST_FIELDS}
+        return LayerLayout(sink=self.sink, recent=self.recent, buckets=self.buckets, **tensors)
+
+
+_HOST_FIELDS = ("sink", "recent", "buckets")
+
+
+def window_lengths(n: torch.Tensor, sink: int, recent: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``sink_len``, ``recent_len``, ``mid_len`` (int32) of sequences holding ``n`` tokens each."""
+    return (n.clamp(max=sink).to(torch.int32), (n - sink).clamp(0, recent).to(torch.int32),
+            (n - sink - recent).clamp(min=0).to(torch.int32))
 
 
 @dataclass
@@ -115,3 +134,11 @@ class DecodeState:
     mid_k: torch.Tensor
     mid_v: torch.Tensor
     mid_len: torch.Tensor  # [B] int32
+
+    def check_buffers(self, dtype: torch.dtype) -> None:
+        """Kernels index the four buffers with flat offsets: each must be contiguous and of the query's dtype."""
+        for name in ("dense_k", "dense_v", "mid_k", "mid_v"):
+            tensor = getattr(self, name)
+            if tensor.dtype != dtype or not tensor.is_contiguous():
+                raise ValueError(f"state.{name} must be a contiguous {dtype} tensor (got {tensor.dtype}, "
+                                 f"contiguous={tensor.is_contiguous()})")

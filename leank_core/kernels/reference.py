@@ -1,9 +1,10 @@
-"""PyTorch reference of the LeanK decode attention: the CPU path and the kernels' test oracle.
+"""PyTorch references of the LeanK kernels (decode attention, token append): the CPU path and the test oracle.
 
-Semantics (identical to the Triton kernel): for each sequence ``b`` and query head ``i`` of
+Decode attention (identical to the Triton kernel): for each sequence ``b`` and query head ``i`` of
 KV head ``h``, one softmax over the valid dense slots (sink + recent ring, full ``q . k``)
 and, if ``counts[h] > 0``, the first ``mid_len[b]`` middle tokens scored with the query
 gathered to the head's kept channels. Scores and softmax in float32; output in q's dtype.
+Token append: as described in ``layout.py``.
 """
 
 from __future__ import annotations
@@ -53,3 +54,22 @@ def decode_attention_reference(
         mid_v = state.mid_v[:, slots].float()  # [B, n_nz, cap, D]
         out[:, nz] += torch.einsum("bhgn,bhnd->bhgd", p_mid[:, nz], mid_v)
     return out.reshape(b, h, d).to(q.dtype)
+
+
+
+def append_token_reference(key: torch.Tensor, value: torch.Tensor, n: torch.Tensor, state: DecodeState,
+                           layout: LayerLayout) -> None:
+    """Store ``key``/``value`` ``[B, H_kv, D]`` as token ``n[b]`` of each sequence, in place (see layout.py).
+
+    Where the ring is full, the slot's outgoing token first moves to middle column ``n - S - R``
+    (kept K channels, V of nonzero heads); nothing else in the middle is written.
+    """
+    sink, recent = layout.sink, layout.recent
+    slot = torch.where(n < sink, n, sink + (n - sink).remainder(recent))
+    for b in (n >= sink + recent).nonzero().flatten().tolist():
+        column, s = int(n[b]) - sink - recent, int(slot[b])
+        state.mid_k[b, :, column] = state.dense_k[b, layout.row_head, s, layout.row_channel]
+        state.mid_v[b, :, column] = state.dense_v[b, layout.value_head, s]
+    rows = torch.arange(key.shape[0], device=key.device)
+    state.dense_k[rows, :, slot] = key
+    state.dense_v[rows, :, slot] = value
