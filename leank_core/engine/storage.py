@@ -97,12 +97,12 @@ class EngineCache:
         slots = sink + (torch.arange(first_recent, n, device=keys.device) - sink) % recent
         store.dense_k[row, :, slots], store.dense_v[row, :, slots] = keys[:, first_recent:], values[:, first_recent:]
         if first_recent > sink:
-            lay = store.layout
-            store.mid_k[row, :, : first_recent - sink] = keys[lay.row_head, sink:first_recent, lay.row_channel]
-            store.mid_v[row, :, : first_recent - sink] = values[lay.value_head, sink:first_recent]
+            row_head, row_channel, value_head = store.layout.row_sources()
+            store.mid_k[row, :, : first_recent - sink] = keys[row_head, sink:first_recent, row_channel]
+            store.mid_v[row, :, : first_recent - sink] = values[value_head, sink:first_recent]
 
     def nbytes(self) -> int:
         """Bytes of every buffer (layouts and lengths included)."""
         held = [self.n] + [t for s in self.layers for t in (s.dense_k, s.dense_v, s.mid_k, s.mid_v)]
-        held += [t for s in self.layers for t in vars(s.layout).values() if isinstance(t, torch.Tensor)]
+        held += [t for s in self.layers for t in (s.layout.counts, s.layout.kept_idx, s.layout.k_row, s.layout.v_slot)]
         return sum(t.nbytes for t in held)

@@ -29,14 +29,14 @@ Appending token ``n`` (0-based, counting the sequence's own tokens) writes it to
 ``n`` if ``n < S`` else ``S + (n - S) % R``. Once the ring is full (``n >= S + R``) that
 slot's outgoing token ``n - R`` first moves to middle column ``n - S - R``: its kept K
 channels into the head's ``mid_k`` rows, its V into the head's ``mid_v`` slot (nothing for
-zero-count heads). ``row_head`` / ``row_channel`` / ``value_head`` say where each ``mid_k``
-row and ``mid_v`` slot comes from, for code that moves whole blocks of tokens at once.
+zero-count heads). ``LayerLayout.row_sources`` says where each ``mid_k`` row and ``mid_v``
+slot comes from, for code that moves whole blocks of tokens at once.
 Query heads are in model order; query head ``i`` belongs to KV head ``i // (H / H_kv)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -52,9 +52,6 @@ class LayerLayout:
     sink: int
     recent: int
     buckets: tuple[tuple[int, int, tuple[int, ...]], ...]  # (count, first row, heads) for count > 0
-    row_head: torch.Tensor  # [C] int64, KV head of mid_k row r
-    row_channel: torch.Tensor  # [C] int64, channel of that head stored in row r
-    value_head: torch.Tensor  # [H_nz] int64, KV head whose middle V mid_v slot s holds
 
     @classmethod
     def from_mask(cls, layer_mask: torch.Tensor, sink: int, recent: int) -> "LayerLayout":
@@ -69,7 +66,6 @@ class LayerLayout:
         k_row = torch.zeros(hkv, dtype=torch.int32)
         v_slot = torch.full((hkv,), -1, dtype=torch.int32)
         row, slot, buckets = 0, 0, {}
-        row_head, row_channel, value_head = [], [], []
         for h in order:
             c = int(counts[h])
             k_row[h] = row
@@ -78,9 +74,6 @@ class LayerLayout:
                 slot += 1
                 first_row, heads = buckets.setdefault(c, (row, []))
                 heads.append(h)
-                value_head.append(h)
-            row_head += [h] * c
-            row_channel += kept_idx[h, :c].tolist()
             row += c
         return cls(
             counts=counts.to(torch.int32),
@@ -90,9 +83,6 @@ class LayerLayout:
             sink=sink,
             recent=recent,
             buckets=tuple((c, r, tuple(hs)) for c, (r, hs) in sorted(buckets.items())),
-            row_head=torch.tensor(row_head, dtype=torch.int64),
-            row_channel=torch.tensor(row_channel, dtype=torch.int64),
-            value_head=torch.tensor(value_head, dtype=torch.int64),
         )
 
     @property
@@ -109,12 +99,31 @@ class LayerLayout:
         """Heads of ``mid_v`` (heads with a nonzero kept count)."""
         return int((self.counts > 0).sum())
 
+    def row_sources(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """int64 ``(row_head, row_channel, value_head)`` on the layout's device: ``mid_k`` row ``r`` holds channel
+        ``row_channel[r]`` of KV head ``row_head[r]``; ``mid_v`` slot ``s`` holds head ``value_head[s]``'s V."""
+        counts, k_row, kept_idx = self.counts.tolist(), self.k_row.tolist(), self.kept_idx.long()
+        row_head = torch.empty(self.kept_channels, dtype=torch.int64, device=self.counts.device)
+        row_channel = torch.empty_like(row_head)
+        for h, (c, r) in enumerate(zip(counts, k_row)):
+            row_head[r : r + c] = h
+            row_channel[r : r + c] = kept_idx[h, :c]
+        value_head = torch.empty(self.value_heads, dtype=torch.int64, device=self.counts.device)
+        for h, slot in enumerate(self.v_slot.tolist()):
+            if slot >= 0:
+                value_head[slot] = h
+        return row_head, row_channel, value_head
+
     def to(self, device: torch.device | str) -> "LayerLayout":
-        tensors = {f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name not in _HOST_FIELDS}
-        return LayerLayout(sink=self.sink, recent=self.recent, buckets=self.buckets, **tensors)
-
-
-_HOST_FIELDS = ("sink", "recent", "buckets")
+        return LayerLayout(
+            counts=self.counts.to(device),
+            kept_idx=self.kept_idx.to(device),
+            k_row=self.k_row.to(device),
+            v_slot=self.v_slot.to(device),
+            sink=self.sink,
+            recent=self.recent,
+            buckets=self.buckets,
+        )
 
 
 def window_lengths(n: torch.Tensor, sink: int, recent: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

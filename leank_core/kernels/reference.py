@@ -66,10 +66,11 @@ def append_token_reference(key: torch.Tensor, value: torch.Tensor, n: torch.Tens
     """
     sink, recent = layout.sink, layout.recent
     slot = torch.where(n < sink, n, sink + (n - sink).remainder(recent))
+    row_head, row_channel, value_head = layout.row_sources()
     for b in (n >= sink + recent).nonzero().flatten().tolist():
         column, s = int(n[b]) - sink - recent, int(slot[b])
-        state.mid_k[b, :, column] = state.dense_k[b, layout.row_head, s, layout.row_channel]
-        state.mid_v[b, :, column] = state.dense_v[b, layout.value_head, s]
+        state.mid_k[b, :, column] = state.dense_k[b, row_head, s, row_channel]
+        state.mid_v[b, :, column] = state.dense_v[b, value_head, s]
     rows = torch.arange(key.shape[0], device=key.device)
     state.dense_k[rows, :, slot] = key
     state.dense_v[rows, :, slot] = value
