@@ -1,12 +1,15 @@
-"""The pieces of a Hugging Face decoder the engine calls itself, instead of the model's forward.
+"""The pieces of a Hugging Face decoder the engine runs itself, instead of the model's forward.
 
-The engine runs the model's own modules one by one — embeddings, each layer's
-``input_layernorm``, q/k/v projections (with their biases, e.g. Qwen2's), the model's
-rotary embedding and its architecture's rotate-half application, ``o_proj``,
-``post_attention_layernorm`` and ``mlp``, the final norm and ``lm_head`` — so the numbers
-are the model's, while the code around them has no Python-side state, no host sync and
-no shape that changes between decode steps (what a CUDA graph needs). Attention itself is
-the caller's: the engine's kernels over its own storage.
+The engine uses the model's own modules and weights — embeddings, each layer's q/k/v
+projections (with their biases, e.g. Qwen2's), ``o_proj`` and ``mlp``, the norms' weights and
+epsilons, the model's rotary embedding module for ``cos``/``sin``, the final norm and
+``lm_head`` — so the numbers are the model's, while the code around them keeps no Python-side
+state, never waits for the GPU and has no shape that changes between decode steps (what a
+CUDA graph needs). Prompt prefill calls the modules as they are; a decode step does the
+residual adds + RMSNorms and the rotate-half RoPE through fused kernels with the same
+arithmetic (``leank_core/kernels/norm_rope_jit.py``), because at decode batch sizes launching
+a dozen tiny kernels per norm costs more than the work. Attention itself is the caller's: the
+engine's kernels over its own storage.
 """
 
 from __future__ import annotations
@@ -31,9 +34,19 @@ class Decoder:
         self.heads, self.kv_heads, self.head_dim = adapter.num_heads, adapter.num_kv_heads, adapter.head_dim
         # The architecture's own RoPE application (rotate-half), from the module that defines its attention.
         self.apply_rope: Callable = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
+        norms = [self.norm] + [n for layer in self.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
+        if not all(hasattr(n, "variance_epsilon") and n.weight.dtype == model.dtype for n in norms):
+            raise ValueError(f"{type(self.norm).__name__} is not the Llama-family RMSNorm (weight * x / rms(x), in the "
+                             "model's dtype) that the engine's fused decode step computes")
+
+    @staticmethod
+    def norm_args(norm: torch.nn.Module) -> tuple[torch.Tensor, float]:
+        """``(weight, eps)`` of an RMSNorm, for ``leank_core.kernels.residual_rms_norm``."""
+        return norm.weight, norm.variance_epsilon
 
     def embed_and_rope(self, ids: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        """Hidden states ``[B, T, hidden]`` of ``ids`` ``[B, T]`` and the rotary ``(cos, sin)`` at ``positions``."""
+        """Hidden states ``[B, T, hidden]`` of ``ids`` ``[B, T]`` and the rotary ``(cos, sin)`` ``[B, T, D]`` at
+        ``positions`` ``[B, T]``."""
         x = self.embed(ids)
         return x, self.rotary(x, positions)
 

@@ -103,6 +103,7 @@ class LeanKEngine:
         stop = set(self._stop_tokens(eos_token_id))
         return [_through_first(row, stop) for row in tokens]
 
+    @torch.no_grad()
     def prepare(self, batch: int, do_sample: bool = False, top_p: float | None = None) -> SamplingMode:
         """Capture the decode graph for ``batch`` sequences and this sampling mode if it is not captured yet.
 

@@ -19,9 +19,12 @@ from leank_core.engine.storage import EngineCache
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Causal attention of the last ``T`` positions (``q`` ``[1, H, T, D]``) over all ``E >= T`` keys ``[1, H_kv, E, D]``."""
-    if q.shape[2] == k.shape[2]:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
+    """Causal attention of the last ``T`` positions (``q`` ``[1, H, T, D]``) over all ``E >= T`` keys ``[1, H_kv, E, D]``.
+
+    K/V heads are repeated for the query groups rather than passed with ``enable_gqa``, which not
+    every SDPA backend takes (a fallback to the math backend would materialise ``T × E`` scores);
+    the lower-right causal bias lets flash / memory-efficient kernels handle ``T < E``.
+    """
     group = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]),
