@@ -153,6 +153,21 @@ def test_storage_holds_exactly_the_planned_bytes():
     assert engine.cache.nbytes() > buffers
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU every engine test already runs the compiled kernels")
+def test_the_step_with_the_triton_kernels_in_the_interpreter_gives_the_reference_tokens(monkeypatch):
+    """Decode attention, append, residual norm and RoPE kernels wired into the whole step (strides, dtypes, the
+    dense twin's all-kept layout), on CPU through the Triton interpreter."""
+    import leank_core.kernels
+
+    model = no_eos_model("qwen2")
+    mask = pruned_mask(model)
+    ids = prompt(30)
+    expected = [LeanKEngine(model, m, max_batch=2, max_len=128).generate(ids, max_new_tokens=16)[0] for m in (mask, None)]
+    monkeypatch.setattr(leank_core.kernels, "_use_triton", lambda tensor: True)
+    for m, want in zip((mask, None), expected):
+        assert torch.equal(LeanKEngine(model, m, max_batch=2, max_len=128).generate(ids, max_new_tokens=16)[0], want)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (on CPU the step runs eagerly)")
 def test_graph_replay_equals_the_eager_step_and_one_graph_serves_each_bucket(monkeypatch):
     model = no_eos_model()

@@ -1,4 +1,5 @@
-"""The fused append kernel (CPU interpreter) writes exactly what the PyTorch reference writes, and nothing else."""
+"""The fused append kernel writes exactly what the PyTorch reference writes, and nothing else (compiled on CUDA
+tensors where there is a GPU, in the Triton interpreter elsewhere)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from leank_core.kernels import append_token
 from leank_core.kernels.append_launch import append_token_triton
 from leank_core.kernels.layout import DecodeState, LayerLayout
 from leank_core.kernels.reference import append_token_reference
-from tests.leank_core.kernels.test_decode_launch import BUCKET_LAYOUTS, D, RECENT, SINK, layer_mask, poisoned, random_state
+from tests.leank_core.kernels.test_decode_launch import (
+    BUCKET_LAYOUTS, D, DEVICE, RECENT, SINK, layer_mask, poisoned, random_state,
+)
 
 CAP = 40
 # tokens already stored per sequence: empty, inside the sink, ring filling, ring just full (first eviction),
@@ -27,11 +30,11 @@ def cloned(state: DecodeState) -> DecodeState:
 @pytest.mark.parametrize("counts", BUCKET_LAYOUTS.values(), ids=BUCKET_LAYOUTS.keys())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_kernel_writes_what_the_reference_writes_and_reads_no_empty_slot(counts, dtype):
-    layout = LayerLayout.from_mask(layer_mask(counts), SINK, RECENT)
+    layout = LayerLayout.from_mask(layer_mask(counts), SINK, RECENT).to(DEVICE)
     state = poisoned(random_state(layout, LENGTHS, CAP, dtype), SINK)
     g = torch.Generator().manual_seed(3)
-    key, value = (torch.randn(len(LENGTHS), len(counts), D, generator=g).to(dtype) for _ in range(2))
-    n = torch.tensor(LENGTHS)
+    key, value = (torch.randn(len(LENGTHS), len(counts), D, generator=g).to(DEVICE, dtype) for _ in range(2))
+    n = torch.tensor(LENGTHS, device=DEVICE)
     expected, got = cloned(state), cloned(state)
     append_token_reference(key, value, n, expected, layout)
     append_token_triton(key, value, n, got, layout)
@@ -45,7 +48,7 @@ def test_reference_moves_the_outgoing_token_kept_channels_and_stores_the_new_one
     counts = [0, 32, 128]
     layout = LayerLayout.from_mask(layer_mask(counts), SINK, RECENT)
     n = SINK + RECENT + 5
-    state = random_state(layout, [n], CAP, torch.float32)
+    state = random_state(layout, [n], CAP, torch.float32, device="cpu")
     slot = SINK + (n - SINK) % RECENT
     outgoing_k, outgoing_v = state.dense_k[0, :, slot].clone(), state.dense_v[0, :, slot].clone()
     key, value = torch.randn(1, 3, D), torch.randn(1, 3, D)
@@ -65,7 +68,7 @@ def test_reference_moves_the_outgoing_token_kept_channels_and_stores_the_new_one
 
 def test_dispatch_uses_the_reference_on_cpu():
     layout = LayerLayout.from_mask(layer_mask([16, 0]), SINK, RECENT)
-    state = random_state(layout, [SINK + RECENT + 2], CAP, torch.float32)
+    state = random_state(layout, [SINK + RECENT + 2], CAP, torch.float32, device="cpu")
     key, value, n = torch.randn(1, 2, D), torch.randn(1, 2, D), torch.tensor([SINK + RECENT + 2])
     expected, got = cloned(state), cloned(state)
     append_token_reference(key, value, n, expected, layout)

@@ -1,4 +1,5 @@
-"""The residual RMS norm and RoPE kernels (CPU interpreter) equal their references, which equal transformers' ops."""
+"""The residual RMS norm and RoPE kernels equal their references, which equal transformers' ops bit for bit
+(kernels compiled on CUDA where there is a GPU, in the Triton interpreter elsewhere)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from leank_core.kernels.norm_rope_launch import residual_rms_norm_triton, rope_t
 from leank_core.kernels.reference import residual_rms_norm_reference, rope_reference
 
 
-def rand(*shape, dtype=torch.float32, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rand(*shape, dtype=torch.float32, seed=0, device="cpu"):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -32,8 +36,8 @@ def test_reference_norm_is_the_residual_add_then_transformers_rmsnorm_bit_for_bi
 @pytest.mark.parametrize("with_delta", [True, False], ids=["residual add", "first layer"])
 def test_norm_kernel_equals_the_reference(dtype, with_delta):
     hidden = 72  # not a power of two: the row is masked
-    residual, weight = rand(3, hidden, dtype=dtype), rand(hidden, dtype=dtype, seed=2)
-    delta = rand(3, hidden, dtype=dtype, seed=1) if with_delta else None
+    residual, weight = rand(3, hidden, dtype=dtype, device=DEVICE), rand(hidden, dtype=dtype, seed=2, device=DEVICE)
+    delta = rand(3, hidden, dtype=dtype, seed=1, device=DEVICE) if with_delta else None
     expected = residual_rms_norm_reference(residual, delta, weight, 1e-6)
     got = residual_rms_norm_triton(residual, delta, weight, 1e-6)
     tol = 1e-6 if dtype == torch.float32 else 1e-3
@@ -52,8 +56,8 @@ def test_reference_rope_is_transformers_rotate_half_bit_for_bit(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_rope_kernel_equals_the_reference(dtype):
-    q, k = rand(3, 6, 32, dtype=dtype), rand(3, 2, 32, dtype=dtype, seed=1)
-    cos, sin = rand(3, 32, dtype=dtype, seed=2), rand(3, 32, dtype=dtype, seed=3)
+    q, k = rand(3, 6, 32, dtype=dtype, device=DEVICE), rand(3, 2, 32, dtype=dtype, seed=1, device=DEVICE)
+    cos, sin = rand(3, 32, dtype=dtype, seed=2, device=DEVICE), rand(3, 32, dtype=dtype, seed=3, device=DEVICE)
     tol = 1e-6 if dtype == torch.float32 else 1e-3
     for got, want in zip(rope_triton(q, k, cos, sin), rope_reference(q, k, cos, sin)):
         torch.testing.assert_close(got, want, atol=tol, rtol=tol)
