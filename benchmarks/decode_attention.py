@@ -48,6 +48,7 @@ SHAPES = {
 }
 SINK, RECENT = 128, 1024
 DTYPE = torch.bfloat16
+DEVICE = "cuda"
 ELEM = torch.finfo(DTYPE).bits // 8
 MEMORY_FRACTION = 0.8  # skip a cell whose buffers would need more of the GPU than this
 MAX_ERR = 2e-2  # bf16 outputs: |triton - reference| above this is a wrong kernel, not rounding
@@ -68,13 +69,13 @@ def layer_masks(kv_heads: int, head_dim: int, layers: int, histogram: dict[int, 
 def make_state(batch: int, kv_heads: int, head_dim: int, rows: int, value_heads: int, lengths: torch.Tensor,
                cap: int) -> DecodeState:
     """Random cache buffers; sequence ``b`` holds ``lengths[b]`` tokens, ``cap`` middle columns, ``rows`` kept rows."""
-    lengths = lengths.cuda()
+    lengths = lengths.to(DEVICE)
     return DecodeState(
-        dense_k=torch.randn(batch, kv_heads, SINK + RECENT, head_dim, device="cuda", dtype=DTYPE),
-        dense_v=torch.randn(batch, kv_heads, SINK + RECENT, head_dim, device="cuda", dtype=DTYPE),
+        dense_k=torch.randn(batch, kv_heads, SINK + RECENT, head_dim, device=DEVICE, dtype=DTYPE),
+        dense_v=torch.randn(batch, kv_heads, SINK + RECENT, head_dim, device=DEVICE, dtype=DTYPE),
         sink_len=lengths.clamp(max=SINK).int(), recent_len=(lengths - SINK).clamp(0, RECENT).int(),
-        mid_k=torch.randn(batch, rows, cap, device="cuda", dtype=DTYPE),
-        mid_v=torch.randn(batch, value_heads, cap, head_dim, device="cuda", dtype=DTYPE),
+        mid_k=torch.randn(batch, rows, cap, device=DEVICE, dtype=DTYPE),
+        mid_v=torch.randn(batch, value_heads, cap, head_dim, device=DEVICE, dtype=DTYPE),
         mid_len=(lengths - SINK - RECENT).clamp(min=0).int(),
     )
 
@@ -90,10 +91,10 @@ def check_correctness(config: DecodeConfig = CONFIG) -> float:
         mask = torch.zeros(len(counts), 128, dtype=torch.bool)
         for h, c in enumerate(counts):
             mask[h, torch.randperm(128)[:c]] = True
-        layout = LayerLayout.from_mask(mask, SINK, RECENT).to("cuda")
+        layout = LayerLayout.from_mask(mask, SINK, RECENT).to(DEVICE)
         state = make_state(len(lengths), len(counts), 128, layout.kept_channels, layout.value_heads,
                            torch.tensor(lengths), cap=5120)
-        q = torch.randn(len(lengths), group * len(counts), 128, device="cuda", dtype=DTYPE)
+        q = torch.randn(len(lengths), group * len(counts), 128, device=DEVICE, dtype=DTYPE)
         ref = decode_attention_reference(q, state, layout, 128**-0.5)
         out = decode_attention_triton(q, state, layout, 128**-0.5, config)
         worst = max(worst, (out.float() - ref.float()).abs().max().item())
@@ -117,10 +118,10 @@ class Cell:
     def __init__(self, name: str, batch: int, n: int, seed: int) -> None:
         self.name, self.batch, self.n = name, batch, n
         self.heads, self.kv_heads, self.d, self.layers, histogram = SHAPES[name]
-        self.layouts = [LayerLayout.from_mask(m, SINK, RECENT).to("cuda")
+        self.layouts = [LayerLayout.from_mask(m, SINK, RECENT).to(DEVICE)
                         for m in layer_masks(self.kv_heads, self.d, self.layers, histogram, seed)]
         self.scale = self.d**-0.5
-        self.q = torch.randn(batch, self.heads, self.d, device="cuda", dtype=DTYPE)
+        self.q = torch.randn(batch, self.heads, self.d, device=DEVICE, dtype=DTYPE)
         self.lengths = torch.full((batch,), n)
         self.mid = n - SINK - RECENT
         qo = 2 * self.q.nbytes
@@ -138,7 +139,7 @@ class Cell:
     def sdpa_ms(self) -> float:
         copies = buffers_for(self.dense_bytes, self.layers)
         shape = (self.batch, self.kv_heads, self.n, self.d)
-        kv = [(torch.randn(shape, device="cuda", dtype=DTYPE), torch.randn(shape, device="cuda", dtype=DTYPE))
+        kv = [(torch.randn(shape, device=DEVICE, dtype=DTYPE), torch.randn(shape, device=DEVICE, dtype=DTYPE))
               for _ in range(copies)]
         q4 = self.q.unsqueeze(2)
         return per_step_ms([lambda k=k, v=v: F.scaled_dot_product_attention(q4, k, v, scale=self.scale, enable_gqa=True)
@@ -146,7 +147,7 @@ class Cell:
 
     def triton_ms(self, config: DecodeConfig, dense: bool = False) -> float:
         """Per-layer ms of the fused kernel: every layer's own layout, or (``dense``) every channel kept."""
-        full = LayerLayout.from_mask(torch.ones(self.kv_heads, self.d, dtype=torch.bool), SINK, RECENT).to("cuda")
+        full = LayerLayout.from_mask(torch.ones(self.kv_heads, self.d, dtype=torch.bool), SINK, RECENT).to(DEVICE)
         layouts = [full] * self.layers if dense else self.layouts
         # Buffers sized for the widest layer; each layer's layout reads only its own rows.
         copies = buffers_for(self.dense_bytes if dense else min(self.leank_bytes), self.layers)
@@ -201,16 +202,17 @@ def sweep(seed: int) -> dict:
     for change in SWEEP_CHANGES:
         config = CONFIG._replace(**change)
         row = {"config": config._asdict(), "change": change, "cells": []}
+        try:
+            err = check_correctness(config)
+            problem = f"|triton - reference| = {err:.3g}" if err > MAX_ERR else None
+        except Exception as e:  # noqa: BLE001 - a tile that does not fit the SM is a result, not a crash
+            problem = f"{type(e).__name__}: {str(e)[:120]}"
         for c in cells:
             key = (c.name, c.batch, c.n)
-            try:
-                if (err := check_correctness(config)) > MAX_ERR:
-                    raise ValueError(f"|triton - reference| = {err:.3g}")
-                ms = c.triton_ms(config)
-            except Exception as e:  # noqa: BLE001 - a tile that does not fit the SM is a result, not a crash
-                row["cells"].append({"cell": key, "error": f"{type(e).__name__}: {str(e)[:120]}"})
+            if problem:
+                row["cells"].append({"cell": key, "error": problem})
                 continue
-            speedup = sdpa[key] / ms
+            speedup = sdpa[key] / (ms := c.triton_ms(config))
             row["cells"].append({"cell": key, "leank_ms": ms, "sdpa_ms": sdpa[key], "speedup_vs_sdpa": speedup,
                                  "pct_of_byte_limit": 100 * speedup / c.byte_limit})
             torch.cuda.empty_cache()
@@ -232,7 +234,8 @@ def sweep_markdown(result: dict) -> str:
     for row in result["rows"]:
         cells = [f"{x['leank_ms']:.4f} ({x['speedup_vs_sdpa']:.2f}x, {x['pct_of_byte_limit']:.0f}%)" if "error" not in x
                  else x["error"][:40] for x in row["cells"]]
-        lines.append(f"| {row['change'] or 'default'} | " + " | ".join(cells) +
+        change = ", ".join(f"{k}={v}" for k, v in row["change"].items()) or "default"
+        lines.append(f"| {change} | " + " | ".join(cells) +
                      f" | {row['min_speedup_vs_sdpa']:.2f} | {row['geomean_pct_of_byte_limit']:.0f} |")
     lines += ["", "best: DecodeConfig(" + ", ".join(f"{k}={v}" for k, v in result["best"].items()) + ")"]
     return "\n".join(lines)

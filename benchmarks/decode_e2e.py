@@ -9,7 +9,8 @@ Models: random bf16 weights built on the GPU at the shapes of Llama-3.1-8B and Q
 
 * ``hf_dynamic``            ``generate`` with a DynamicCache (SDPA);
 * ``hf_static_compile``     ``generate`` with a StaticCache, which transformers compiles on first use
-                            (only at ``--hf-cells``: the compile costs about a minute per batch size);
+                            (only at ``--hf-cells`` of ``--static-models``: the compile costs about a
+                            minute per batch size);
 * ``leank_cache_generate``  ``generate`` with ``LeanKCache`` (the project's transformers cache);
 * ``dense_engine``          ``LeanKEngine(model, None)``: static dense storage, CUDA-graph steps;
 * ``leank_engine``          ``LeanKEngine(model, mask)``.
@@ -341,6 +342,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, nargs="+", help="context lengths N; default 32768 131072 (--smoke: 300)")
     parser.add_argument("--hf-cells", nargs="+", help="BxN cells where the generate variants run, or 'all'; "
                         "default 1x32768 8x32768 (--smoke: all)")
+    parser.add_argument("--static-models", nargs="+", help="models whose hf_static_compile cells run (its compile "
+                        "costs about a minute per batch size); default llama-3.1-8b, the targets' shapes (--smoke: all)")
     parser.add_argument("--steps", type=int, help="timed decode steps per cell (default 32; --smoke 3)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 4; --smoke 2)")
     parser.add_argument("--capacity-tokens", type=int, default=131072, help="context of the capacity figure; 0: skip")
@@ -349,6 +352,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     shapes = SMOKE_SHAPES if args.smoke else SHAPES
     args.models = args.models or list(shapes)
+    args.static_models = args.static_models or (list(shapes) if args.smoke else ["llama-3.1-8b"])
     args.batches = args.batches or ([1, 2] if args.smoke else [1, 4, 8, 16, 32])
     args.tokens = args.tokens or ([300] if args.smoke else [32768, 131072])
     args.steps = args.steps or (3 if args.smoke else 32)
@@ -384,6 +388,8 @@ def main() -> None:
             for tokens in args.tokens:
                 for variant in args.variants:
                     if variant in HF_VARIANTS and args.hf_cells is not None and (batch, tokens) not in args.hf_cells:
+                        continue
+                    if variant == "hf_static_compile" and name not in args.static_models:
                         continue
                     record = run_cell(model, name, variant, mask, batch, tokens, args, copy_bw)
                     result["records"].append(record)
