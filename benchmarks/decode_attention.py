@@ -187,9 +187,12 @@ def run_cell(name: str, batch: int, n: int, copy_bw: float, seed: int, config: D
 
 
 # One change at a time from the default (decode_launch.CONFIG); --sweep times each on the cells the targets name.
+# A [128, 128] bf16 K tile plus its V tile is 64 KiB per pipeline stage, so at two stages one program fills most
+# of an SM's shared memory: warps, stages and tile height trade occupancy against loads in flight.
 SWEEP_CHANGES = ({}, {"min_chunk": 256}, {"min_chunk": 1024}, {"waves": 4}, {"waves": 16}, {"num_stages": 3},
-                 {"num_stages": 4}, {"num_warps": 8}, {"block_n": 64}, {"block_n": 256}, {"dense_chunk": 128},
-                 {"dense_chunk": 512}, {"min_chunk": 256, "num_stages": 3})
+                 {"num_stages": 4}, {"num_warps": 8}, {"num_warps": 8, "num_stages": 3}, {"block_n": 64},
+                 {"block_n": 64, "num_stages": 4}, {"block_n": 64, "num_warps": 8}, {"block_n": 256},
+                 {"dense_chunk": 128}, {"dense_chunk": 512}, {"min_chunk": 256, "num_stages": 3})
 SWEEP_CELLS = (("llama-3.1-8b", 1, 8192), ("qwen2.5-7b", 1, 8192), ("llama-3.1-8b", 8, 32768),
                ("qwen2.5-7b", 8, 32768), ("llama-3.1-8b", 4, 131072), ("llama-3.1-8b", 16, 32768))
 

@@ -184,8 +184,21 @@ def generate_ms(model, variant, mask, batch, tokens, steps, warmup) -> float:
                        streamer=clock, **cache_kwargs(model, cache))
     finally:
         model.set_attn_implementation("sdpa")  # leank_cache installed the LeanK hook; the others use plain SDPA
+        if variant == "hf_static_compile":
+            release_compiled(model)
     intervals = [b - a for a, b in zip(clock.times, clock.times[1:])][-steps:]
     return 1e3 * statistics.mean(intervals)
+
+
+def release_compiled(model: torch.nn.Module) -> None:
+    """Drop transformers' compiled forward and its CUDA graphs: they hold the static cache's memory, and the next
+    batch size should get its own static-shape compile (as a fresh process would), not a dynamic-shape recompile."""
+    model.__dict__.pop("_compiled_call", None)
+    torch._dynamo.reset()
+    if model.device.type == "cuda":
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+        reset_cudagraph_trees()
 
 
 def engine_ms(model, variant, mask, batch, tokens, steps, warmup) -> float:

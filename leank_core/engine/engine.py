@@ -111,7 +111,7 @@ class LeanKEngine:
         ``generate`` calls this before it stores prompts; callers of :meth:`decode` on
         sequences they stored themselves call it before storing them.
         """
-        mode = SamplingMode(do_sample, do_sample and top_p is not None)
+        mode = SamplingMode.of(do_sample, top_p)
         bucket = self.graphs.bucket(batch)
         if not self.graphs.captured(bucket, mode):
             self.cache.n[:bucket] = 0  # the warm-up steps then write positions that exist
@@ -127,13 +127,13 @@ class LeanKEngine:
         yet) and return ``[B, T]`` new tokens, ``T <= max_new_tokens`` (fewer once every sequence has finished;
         a finished sequence's later tokens are the pad id). Needs :meth:`prepare` for this batch and mode."""
         batch = tokens.shape[0]
+        self._check_fits(batch, int(self.cache.n[:batch].max()) + max_new_tokens, max_new_tokens)
         mode = self.sampler.configure(do_sample, temperature, top_p)
         bucket = self.graphs.bucket(batch)
         if not self.graphs.captured(bucket, mode):
             raise RuntimeError(f"no decode graph for batch {batch} and {mode}: call prepare() before storing the "
                                "sequences (capturing overwrites them)")
         stops = self._stop_tokens(eos_token_id)
-        self._check_fits(batch, int(self.cache.n[:batch].max()) + max_new_tokens, max_new_tokens)
         self.stop_ids.fill_(-1)
         self.stop_ids[: len(stops)] = torch.tensor(stops, dtype=torch.int64)
         self.pad_id.fill_(self._pad_token(pad_token_id, stops))

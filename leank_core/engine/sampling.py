@@ -21,6 +21,10 @@ class SamplingMode(NamedTuple):
     do_sample: bool = False
     top_p: bool = False
 
+    @classmethod
+    def of(cls, do_sample: bool, top_p: float | None) -> "SamplingMode":
+        return cls(do_sample, do_sample and top_p is not None)
+
 
 class Sampler:
     """Chooses next tokens from float32 logits ``[B, V]`` (see module docstring)."""
@@ -37,7 +41,7 @@ class Sampler:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.temperature.fill_(temperature)
         self.top_p.fill_(1.0 if top_p is None else top_p)
-        return SamplingMode(do_sample, do_sample and top_p is not None)
+        return SamplingMode.of(do_sample, top_p)
 
     def __call__(self, logits: torch.Tensor, mode: SamplingMode) -> torch.Tensor:
         if not mode.do_sample:
