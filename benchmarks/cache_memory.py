@@ -27,8 +27,11 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
 from transformers.generation.streamers import BaseStreamer
 
-from leank_core.adapters import adapter_for
-from leank_core.cache import LeanKCache, apply, cache_kwargs, memory_report
+from leank_core.adapters import architecture_of
+from leank_core.cache import LeanKCache
+from leank_core.compat import cache_kwargs
+from leank_core.hook import apply
+from leank_core.memory import allocated_bytes, memory_report
 from leank_core.model_source import resolve_model
 from leank_core.mask import LeanKMask
 
@@ -125,7 +128,7 @@ def build_mask(args: argparse.Namespace, model: torch.nn.Module) -> LeanKMask:
     """
     if args.mask:
         return LeanKMask.load(args.mask)
-    shape = adapter_for(model).mask_shape
+    shape = architecture_of(model).mask_shape
     g = torch.Generator().manual_seed(0)
     alpha = torch.rand(*shape, generator=g) * (0.4 + 0.6 * torch.rand(*shape[:2], 1, generator=g))
     return LeanKMask.from_importance(alpha, args.random_ratio, args.align, args.sink, args.recent)
@@ -164,7 +167,7 @@ def measure(args: argparse.Namespace, variant: str) -> Result:
         cache, _, _ = generate_once(model, ids, mask, args.new_tokens, split)
         if gpu:
             gpu.split()
-    cache_bytes = cache.nbytes() if mask is not None else _dynamic_bytes(cache)
+    cache_bytes = allocated_bytes(cache) if mask is not None else _dynamic_bytes(cache)
     report = memory_report(cache) if mask is not None else ""
     del cache
 

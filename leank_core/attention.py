@@ -1,13 +1,7 @@
-"""The LeanK attention hook and the masked-attention semantics shared by training and inference.
+"""The masked-attention semantics shared by training and inference (the hook is ``hook.py``).
 
-One attention function, registered in transformers' ``AttentionInterface`` as ``"leank"``,
-sees post-RoPE queries and keys on every layer. It dispatches three ways:
-
-* ``key`` is a :class:`CacheAttention` handle (returned by ``LeanKCache.update``): the cache
-  attends itself over [sink | compact middle | recent];
-* a :func:`masked_attention` context is active (training, reference forward): the query
-  rows are computed with LeanK semantics by :class:`MaskedAttention`;
-* otherwise: the model's ordinary SDPA attention (e.g. prompt prefill).
+Within a :func:`masked_attention` context (training, reference forwards) every ``"leank"``
+attention call computes its query rows with LeanK semantics (:class:`MaskedAttention`).
 
 LeanK semantics for a query at position ``t`` (0-based, keys ``0..t``): key ``j`` is a
 *middle* key iff ``sink <= j < t + 1 - recent``. Middle keys are scored with the channel
@@ -20,25 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
-from transformers import AttentionInterface, PreTrainedModel
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-ATTN_IMPLEMENTATION = "leank"
-
-
-class CacheAttention:
-    """What a cache layer returns from ``update`` so that attention is delegated to it."""
-
-    def attend(
-        self, module: torch.nn.Module, query: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float
-    ) -> torch.Tensor:
-        """Return the attention output ``[B, T, H, D]`` for ``query`` ``[B, H, T, D]``."""
-        raise NotImplementedError
+from leank_core.hook import AttentionMode, active_mode
 
 
 def middle_key_mask(n_queries: int, n_keys: int, sink: int, recent: int, device: torch.device) -> torch.Tensor:
@@ -49,7 +29,7 @@ def middle_key_mask(n_queries: int, n_keys: int, sink: int, recent: int, device:
 
 
 @dataclass
-class MaskedAttention:
+class MaskedAttention(AttentionMode):
     """LeanK attention for query rows that attend over an uncompressed key sequence.
 
     ``weights[l]`` (``[H_kv, D]``) multiplies middle keys channel-wise: learnable alpha in
@@ -65,14 +45,8 @@ class MaskedAttention:
     recent: int
     zero_heads: torch.Tensor | None = None
 
-    def __call__(
-        self,
-        module: torch.nn.Module,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        scaling: float,
-    ) -> torch.Tensor:
+    def attend(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
         b, h, t, d = query.shape
         hkv, s = key.shape[1], key.shape[2]
         q = query.float().view(b, hkv, h // hkv, t, d)
@@ -98,46 +72,10 @@ def _causal(n_queries: int, n_keys: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n_keys, device=device).unsqueeze(0) <= pos_q
 
 
-_ACTIVE: ContextVar[MaskedAttention | None] = ContextVar("leank_masked_attention", default=None)
-
-
 @contextmanager
 def masked_attention(
     weights: torch.Tensor | None, sink: int, recent: int, zero_heads: torch.Tensor | None = None
 ) -> Iterator[MaskedAttention]:
     """Within this context, every ``"leank"`` attention call uses LeanK semantics."""
-    active = MaskedAttention(weights, sink, recent, zero_heads)
-    token = _ACTIVE.set(active)
-    try:
-        yield active
-    finally:
-        _ACTIVE.reset(token)
-
-
-def leank_attention_forward(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor | CacheAttention,
-    value: torch.Tensor | CacheAttention,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """The ``"leank"`` entry in transformers' AttentionInterface (see module docstring)."""
-    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    if isinstance(key, CacheAttention):
-        return key.attend(module, query, attention_mask, scaling), None
-    active = _ACTIVE.get()
-    if active is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, **kwargs)
-    return active(module, query, key, value, scaling), None
-
-
-def install(model: PreTrainedModel) -> PreTrainedModel:
-    """Route the model's attention through the LeanK hook (idempotent)."""
-    AttentionInterface.register(ATTN_IMPLEMENTATION, leank_attention_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_IMPLEMENTATION, sdpa_mask)
-    model.set_attn_implementation(ATTN_IMPLEMENTATION)
-    return model
+    with active_mode(MaskedAttention(weights, sink, recent, zero_heads)) as mode:
+        yield mode

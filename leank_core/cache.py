@@ -6,6 +6,10 @@ Usage::
     cache = LeanKCache(mask, model.config)
     model.generate(**inputs, **cache_kwargs(model, cache))   # past_key_values= (5.1x) / cache= (5.2x+)
 
+The cache is an :class:`~leank_core.hook.AttentionMode`: while a forward pass runs with it,
+the hook hands every layer's attention call to the cache, which stores that call's keys and
+values and attends over its own storage. Memory accounting is ``memory.py``.
+
 Per layer the storage follows ``leank_core/kernels/layout.py``: the sink and the recent ring
 stay dense, every token leaving the ring is compacted into ``mid_k`` (kept channels only,
 channel-major) and ``mid_v`` (heads that keep at least one channel; zero-count heads store
@@ -32,26 +36,22 @@ is computed once per step (:class:`Positions`) and each layer only moves its own
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from leank_core.adapters import adapter_for
-from leank_core.attention import ATTN_IMPLEMENTATION, CacheAttention, install
+from leank_core.hook import ATTN_IMPLEMENTATION, AttentionMode, check_mask_shape
 from leank_core.kernels import DecodeState, LayerLayout, decode_attention
 from leank_core.mask import LeanKMask
-from leank_core.model_hash import model_hash
 
 GROWTH_CHUNK = 256  # middle-token columns added per reallocation
 
 
 @dataclass(frozen=True)
-class Step:
+class TokenPlacement:
     """Where each sequence's new token goes, and the lengths the kernel reads once it is stored."""
 
     slot: torch.Tensor | None  # [B] dense slot the token takes (None: the prompt)
@@ -82,7 +82,7 @@ class Positions:
 
     def reset(self) -> None:
         self.seen = 0  # positions the leading layer has processed, padding included
-        self._steps: dict[int, list] = {}  # step index -> [Step, layers that used it]
+        self._steps: dict[int, list] = {}  # step index -> [TokenPlacement, layers that used it]
 
     def start(self, attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device) -> list[int]:
         """Per-sequence left-pad counts of the prompt (read from the device once, by the first layer)."""
@@ -94,7 +94,7 @@ class Positions:
             self.current = self._step(None, None, length - min(self.pads))
         return self.pads
 
-    def step(self, index: int) -> Step:
+    def step(self, index: int) -> TokenPlacement:
         """The step that stores the token at position ``index`` (a layer's ``seen``)."""
         if index == self.seen:
             n, sink, recent = self.n, self.sink, self.recent
@@ -115,10 +115,10 @@ class Positions:
         self.rows = torch.arange(index.shape[0], device=index.device)
         self.current = self._step(None, None, self.current.max_len)
 
-    def _step(self, slot: torch.Tensor | None, column: torch.Tensor | None, max_len: int) -> Step:
+    def _step(self, slot: torch.Tensor | None, column: torch.Tensor | None, max_len: int) -> TokenPlacement:
         n, sink, recent = self.n, self.sink, self.recent
         offset = None if slot is None else (slot * self.head_dim)[:, None]
-        return Step(slot, offset, column, n.clamp(max=sink).to(torch.int32),
+        return TokenPlacement(slot, offset, column, n.clamp(max=sink).to(torch.int32),
                     (n - sink).clamp(0, recent).to(torch.int32), (n - sink - recent).clamp(min=0).to(torch.int32),
                     max_len)
 
@@ -129,8 +129,8 @@ class Positions:
         return [self.n, self.rows, *self.current.tensors(), *pending]
 
 
-class LeanKLayer(CacheLayerMixin, CacheAttention):
-    """One layer's LeanK storage; ``update`` hands attention back to :meth:`attend`."""
+class LeanKLayer(CacheLayerMixin):
+    """One layer's LeanK storage; it stores a call's keys/values while attending (:meth:`attend`)."""
 
     is_sliding = False
     is_compileable = False
@@ -148,7 +148,6 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
         self.k_flat = self.k_head * head_stride + self.k_chan
         self.v_flat = (self.v_heads[:, None] * head_stride + torch.arange(d)).flatten()
         self.seen = 0  # positions processed, padding included (what generate calls the sequence length)
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- transformers Cache protocol ------------------------------------------------------
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -159,11 +158,10 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        """Stash the new keys/values; the attention hook then calls :meth:`attend` on this layer."""
+        """Pass this call's keys/values through: :meth:`attend` stores them (it needs the query too)."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        self._pending = (key_states, value_states)
-        return self, self
+        return key_states, value_states
 
     def get_seq_length(self) -> int:
         return self.seen
@@ -176,15 +174,14 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
 
     def reset(self) -> None:
         """Forget every token (the layout stays); :meth:`LeanKCache.reset` resets the shared positions."""
-        self.seen, self._pending = 0, None
+        self.seen = 0
         for name in (*_BATCH_TENSORS, "at"):
             self.__dict__.pop(name, None)
 
     # -- attention --------------------------------------------------------------------------
-    def attend(self, module: torch.nn.Module, query: torch.Tensor, attention_mask: torch.Tensor | None,
-               scaling: float) -> torch.Tensor:
-        keys, values = self._pending
-        self._pending = None
+    def attend(self, module: torch.nn.Module, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+               attention_mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
+        """Store this call's ``keys``/``values`` and attend: the prompt with SDPA, then token by token."""
         if self.seen == 0:
             out, _ = sdpa_attention_forward(module, query, keys, values, attention_mask, scaling=scaling)
             self._store_prompt(keys, values, attention_mask)
@@ -223,7 +220,7 @@ class LeanKLayer(CacheLayerMixin, CacheAttention):
                 self.mid_v[b, :, : first_recent - sink] = v[self.v_heads, sink:first_recent]
         self.seen = length
 
-    def _append(self, key: torch.Tensor, value: torch.Tensor, step: Step) -> None:
+    def _append(self, key: torch.Tensor, value: torch.Tensor, step: TokenPlacement) -> None:
         """Store one token per sequence (``[B, H_kv, D]``); a full ring first evicts its slot into the middle.
 
         The outgoing slot is written to middle column ``step.column`` unconditionally: while a
@@ -304,16 +301,7 @@ def _left_padding(attention_mask: torch.Tensor | None, batch: int, length: int) 
     return pads.tolist()
 
 
-def check_mask_shape(mask: LeanKMask, config_or_model: Any) -> tuple[int, int, int]:
-    """The model's ``[layers, kv_heads, head_dim]``; a one-line error if ``mask`` has another shape."""
-    shape = adapter_for(config_or_model).mask_shape
-    if mask.shape != shape:
-        raise ValueError(f"mask shape {mask.shape} does not match this model's [layers, kv_heads, head_dim] {shape}: "
-                         "it was learned for another architecture")
-    return shape
-
-
-class LeanKCache(Cache):
+class LeanKCache(Cache, AttentionMode):
     """Hugging Face Cache holding K/V with LeanK compaction (see module docstring)."""
 
     def __init__(self, mask: LeanKMask, config: Any) -> None:
@@ -323,7 +311,7 @@ class LeanKCache(Cache):
                              "before creating a LeanKCache")
         self.mask = mask
         self.positions = Positions(mask.sink, mask.recent, shape[-1], shape[0])
-        super().__init__(layers=[LeanKLayer(m, self.positions) for m in mask.mask])
+        super().__init__(layers=[LeanKLayer(m, self.positions) for m in mask.kept])
 
     def reset(self) -> None:
         self.positions.reset()
@@ -344,76 +332,6 @@ class LeanKCache(Cache):
         if self.positions.seen:
             self.batch_select_indices(self.positions.rows.repeat_interleave(repeats))
 
-    def nbytes(self) -> int:
-        """Bytes of every tensor this cache has allocated (storages counted once)."""
-        held = [t for layer in self.layers for t in layer.tensors()] + self.positions.tensors()
-        return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}.values())
-
-    def memory(self) -> "CacheMemory":
-        """Allocated bytes by part, next to what a dense cache would hold (see :class:`CacheMemory`)."""
-        parts = dict.fromkeys(("dense_window", "middle_k", "middle_v", "middle_dense", "dense_equivalent"), 0)
-        for layer in self.layers:
-            if not layer.seen:
-                continue
-            b, hkv, _, d = layer.dense_k.shape
-            item, capacity = layer.dense_k.element_size(), layer.mid_k.shape[-1]
-            parts["dense_window"] += layer.dense_k.nbytes + layer.dense_v.nbytes
-            parts["middle_k"] += layer.mid_k.nbytes
-            parts["middle_v"] += layer.mid_v.nbytes
-            parts["middle_dense"] += b * hkv * capacity * d * item
-            parts["dense_equivalent"] += 2 * b * hkv * layer.seen * d * item
-        return CacheMemory(allocated=self.nbytes(), **parts)
-
-
-@dataclass(frozen=True)
-class CacheMemory:
-    """Bytes of a LeanKCache. ``middle_dense`` is what dense K (or V, the same size) would take
-    for the same middle columns; ``dense_equivalent`` what a DynamicCache holds for the same
-    tokens (K and V, padding included, as DynamicCache stores it)."""
-
-    allocated: int
-    dense_window: int
-    middle_k: int
-    middle_v: int
-    middle_dense: int
-    dense_equivalent: int
-
-    @property
-    def k_saving(self) -> float:
-        """Fraction of middle-token K bytes saved."""
-        return 1 - self.middle_k / self.middle_dense if self.middle_dense else 0.0
-
-    @property
-    def v_saving(self) -> float:
-        """Fraction of middle-token V bytes saved (zero-count heads)."""
-        return 1 - self.middle_v / self.middle_dense if self.middle_dense else 0.0
-
-
-def memory_report(cache: LeanKCache) -> str:
-    """Two lines: K and V saving on middle tokens, and the whole cache against a dense one."""
-    m = cache.memory()
-    return (f"middle tokens: K {1 - m.k_saving:.1%} of dense ({m.k_saving:.1%} saved), "
-            f"V {1 - m.v_saving:.1%} of dense ({m.v_saving:.1%} saved)\n"
-            f"cache: {m.allocated / 2**20:.2f} MiB allocated vs {m.dense_equivalent / 2**20:.2f} MiB "
-            f"for a dense cache of the same tokens")
-
-
-def cache_kwargs(model: PreTrainedModel, cache: Cache) -> dict[str, Cache]:
-    """``generate``/forward keyword for a cache: ``cache`` from transformers 5.2x on, ``past_key_values`` before."""
-    name = "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
-    return {name: cache}
-
-
-def apply(model: PreTrainedModel, mask: LeanKMask, allow_hash_mismatch: bool = False) -> PreTrainedModel:
-    """Check that ``mask`` belongs to ``model`` and install the LeanK attention hook.
-
-    Afterwards ``model.generate(..., past_key_values=LeanKCache(mask, model.config))`` decodes
-    with the mask; without a LeanKCache the model behaves exactly as before.
-    """
-    check_mask_shape(mask, model)
-    if not allow_hash_mismatch:
-        actual = model_hash(model)
-        if mask.model_hash != actual:
-            raise ValueError(f"mask was learned for model hash {mask.model_hash[:16] or '(none)'}, this model is "
-                             f"{actual[:16]}; pass allow_hash_mismatch=True only if you know the weights are equivalent")
-    return install(model)
+    def attend(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
+        return self.layers[module.layer_idx].attend(module, query, key, value, attention_mask, scaling)

@@ -15,7 +15,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from leank_core.cache import LeanKCache, cache_kwargs
+from leank_core.cache import LeanKCache
+from leank_core.compat import cache_kwargs
 from leank_core.mask import LeanKMask
 
 

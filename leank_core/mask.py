@@ -68,7 +68,7 @@ def quantize_importance(alpha: torch.Tensor, ratio: float, align: int) -> torch.
 class LeanKMask:
     """A binary K-channel mask plus what is needed to apply it exactly as it was learned."""
 
-    mask: torch.Tensor  # bool [L, H_kv, D]
+    kept: torch.Tensor  # bool [L, H_kv, D]: True = channel kept for middle tokens
     sink: int
     recent: int
     align: int
@@ -79,17 +79,17 @@ class LeanKMask:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (training config ...)
 
     def __post_init__(self) -> None:
-        if self.mask.dim() != 3:
-            raise ValueError(f"mask must have shape [layers, kv_heads, head_dim], got {tuple(self.mask.shape)}")
-        object.__setattr__(self, "mask", self.mask.detach().to("cpu", torch.bool).contiguous())
+        if self.kept.dim() != 3:
+            raise ValueError(f"mask must have shape [layers, kv_heads, head_dim], got {tuple(self.kept.shape)}")
+        object.__setattr__(self, "kept", self.kept.detach().to("cpu", torch.bool).contiguous())
         if self.importance is not None:
-            if self.importance.shape != self.mask.shape:
+            if self.importance.shape != self.kept.shape:
                 raise ValueError("importance must have the same shape as the mask")
             object.__setattr__(self, "importance", self.importance.detach().to("cpu", torch.float32).contiguous())
         if self.sink < 0 or self.recent < 1:
             raise ValueError(f"sink must be >= 0 and recent >= 1, got sink={self.sink} recent={self.recent}")
-        if self.mask.shape[-1] % self.align:
-            raise ValueError(f"align={self.align} does not divide head_dim={self.mask.shape[-1]}")
+        if self.kept.shape[-1] % self.align:
+            raise ValueError(f"align={self.align} does not divide head_dim={self.kept.shape[-1]}")
         bad = self.kept_counts() % self.align
         if bool(bad.any()):
             raise ValueError(f"every head's kept count must be a multiple of align={self.align}")
@@ -109,7 +109,7 @@ class LeanKMask:
     ) -> "LeanKMask":
         """Stage-2 quantisation (see :func:`quantize_importance`); keeps alpha for analysis."""
         return cls(
-            mask=quantize_importance(alpha, ratio, align),
+            kept=quantize_importance(alpha, ratio, align),
             sink=sink,
             recent=recent,
             align=align,
@@ -125,12 +125,15 @@ class LeanKMask:
         cls,
         path: str | Path,
         sink: int = 128,
-        recent: int = 1024,
+        recent: int = 768,
         align: int | None = None,
         model_id: str = "",
         model_hash: str = "",
     ) -> "LeanKMask":
         """Read the reference release format: a 0/1 tensor ``[L, H_kv, D]`` saved with torch.save.
+
+        ``sink``/``recent`` default to how the authors deploy their released masks (128 / 768;
+        their code compacts middle tokens in chunks of 128, so 768–895 recent tokens stay dense).
 
         ``weights_only=True`` so a hostile file cannot execute code. The alignment, if not
         given, is the largest power of two dividing every head's kept count (capped at D).
@@ -148,22 +151,22 @@ class LeanKMask:
         if align is None:
             align = _largest_common_pow2(counts, mask.shape[-1])
         ratio = 1.0 - mask.float().mean().item()
-        return cls(mask=mask, sink=sink, recent=recent, align=align, ratio=ratio,
+        return cls(kept=mask, sink=sink, recent=recent, align=align, ratio=ratio,
                    model_id=model_id, model_hash=model_hash, extra={"source": "reference"})
 
     # -- statistics ---------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.mask.shape)  # type: ignore[return-value]
+        return tuple(self.kept.shape)  # type: ignore[return-value]
 
     def kept_counts(self) -> torch.Tensor:
         """Kept channels per head, ``[L, H_kv]`` int64."""
-        return self.mask.sum(-1)
+        return self.kept.sum(-1)
 
     @property
     def k_fraction_kept(self) -> float:
         """Fraction of middle-token K bytes that are stored (1 - achieved pruning ratio)."""
-        return self.mask.float().mean().item()
+        return self.kept.float().mean().item()
 
     @property
     def v_fraction_kept(self) -> float:
@@ -178,9 +181,9 @@ class LeanKMask:
     def random_like(self, seed: int) -> "LeanKMask":
         """A baseline with the same kept count per head but random channels: what learning is worth."""
         g = torch.Generator().manual_seed(seed)
-        ranks = torch.rand(self.mask.shape, generator=g).argsort(-1).argsort(-1)
-        mask = ranks < self.kept_counts().unsqueeze(-1)
-        return replace(self, mask=mask, importance=None, extra={**self.extra, "baseline": "random", "seed": seed})
+        ranks = torch.rand(self.kept.shape, generator=g).argsort(-1).argsort(-1)
+        kept = ranks < self.kept_counts().unsqueeze(-1)
+        return replace(self, kept=kept, importance=None, extra={**self.extra, "baseline": "random", "seed": seed})
 
     def with_identity(self, model_id: str, model_hash: str) -> "LeanKMask":
         return replace(self, model_id=model_id, model_hash=model_hash)
@@ -200,7 +203,7 @@ class LeanKMask:
         }
 
     def to_bytes(self) -> bytes:
-        tensors = {"mask": self.mask.to(torch.uint8)}
+        tensors = {"mask": self.kept.to(torch.uint8)}
         if self.importance is not None:
             tensors["importance"] = self.importance
         return _canonical_header(save(tensors, metadata=self.metadata()))
@@ -223,7 +226,7 @@ class LeanKMask:
             raise ValueError("not a LeanK mask file (missing format=leank-mask metadata)")
         tensors = load(data)
         return cls(
-            mask=tensors["mask"].bool(),
+            kept=tensors["mask"].bool(),
             importance=tensors.get("importance"),
             sink=int(meta["sink"]),
             recent=int(meta["recent"]),

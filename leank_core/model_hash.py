@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from leank_core.compat import text_config
+
 HASH_VERSION = "leank-model-hash-v2"
 CHUNK_ELEMS = 1 << 24  # 64 MiB of float32 per chunk
 IN_FLIGHT = 8  # tensors hashed concurrently (and held) at once
@@ -88,7 +90,7 @@ def hash_weights(config: Any, named_tensors: Iterable[tuple[str, torch.Tensor]])
 
 
 def architecture_fields(config: Any) -> dict[str, Any]:
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(config)
     out = {}
     for name in ARCH_FIELDS:
         value = getattr(text, name, None)

@@ -28,8 +28,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel
 
-from leank_core.adapters import adapter_for
-from leank_core.attention import install, masked_attention
+from leank_core.adapters import architecture_of
+from leank_core.attention import masked_attention
+from leank_core.hook import install
 from leank_core.mask import LeanKMask, check_ratio_align, quantize_importance
 from leank_core.model_hash import model_hash
 
@@ -193,14 +194,14 @@ def learn_mask(
     progress: bool = True,
 ) -> LeanKMask:
     """Run stage 1 then stage 2 on ``dataset`` (cycled, seeded order) and return the mask."""
-    adapter = adapter_for(model)
-    config.check(adapter.head_dim)
+    arch = architecture_of(model)
+    config.check(arch.head_dim)
     if len(dataset) == 0:
         raise ValueError("the training dataset is empty: generate samples first (leank_core.tasks)")
     prepare(model)
     torch.manual_seed(config.seed)
     device = next(model.parameters()).device
-    importance = Importance(adapter.mask_shape).to(device)
+    importance = Importance(arch.mask_shape).to(device)
     order = random.Random(config.seed)
     for stage, steps, lr in ((1, config.stage1_steps, config.lr), (2, config.stage2_steps, config.stage2_lr)):
         optimizer = torch.optim.Adam(importance.parameters(), lr=lr)

@@ -37,14 +37,16 @@ if __package__ in (None, ""):  # run as a script (ray job submit -- python pipel
 
 import pyarrow.fs  # noqa: E402
 
-from leank_core.adapters import adapter_for  # noqa: E402
+from leank_core.adapters import architecture_of  # noqa: E402
+from leank_core.compat import text_config  # noqa: E402
 from leank_core.tasks import LENGTH_TOLERANCE, TASKS, DataRecipe, make_training_samples  # noqa: E402
 from leank_core.model_source import ModelSource, resolve_model  # noqa: E402
 from leank_core.mask import LeanKMask  # noqa: E402
 from leank_core.training import TrainConfig  # noqa: E402
 from pipelines.config import JobParser, UsageError  # noqa: E402
 from pipelines.train_worker import DTYPES, MASK_FILE, WorkerPlan, train_loop  # noqa: E402
-from registry import MaskRegistry, check_model_id  # noqa: E402
+from pipelines.validate import Target, ValidationFailed, ValidationPlan, plan_from_config, validate  # noqa: E402
+from registry import MaskRef, MaskRegistry, RegistryError, check_model_id  # noqa: E402
 
 RUN_FILE = "leank_run.json"
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -127,7 +129,7 @@ class Job:
     resume: bool
     checkpoint_every: int
     max_failures: int
-    validate_argv: tuple[str, ...] | None = None  # the validation job's options, without --mask
+    validation: "ValidationPlan | None" = None  # --validate: the gate to run on the pushed candidate
 
     def identity(self) -> dict[str, Any]:
         """What decides the result: a resumed run must match it exactly."""
@@ -185,14 +187,14 @@ def plan(argv: list[str]) -> Job:
         config = source.config()
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read the config of model {args.model!r}: {str(e).splitlines()[0]}") from None
-    adapter = adapter_for(config)
+    arch = architecture_of(config)
     train = TrainConfig(ratio=args.ratio, align=args.align, sink=args.sink, recent=args.recent,
                         stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, lr=args.lr,
                         stage2_lr=args.stage2_lr, l1=args.l1, seed=args.seed)
-    train.check(adapter.head_dim)
+    train.check(arch.head_dim)
     recipe = DataRecipe(tasks=tuple(args.tasks), min_length=args.min_length, max_length=args.max_length,
                         n_samples=args.n_samples, seed=args.seed)
-    _check_lengths(train, recipe, getattr(config.get_text_config(), "max_position_embeddings", None))
+    _check_lengths(train, recipe, getattr(text_config(config), "max_position_embeddings", None))
     if recipe.n_samples < args.num_workers:
         raise UsageError(f"--n-samples {recipe.n_samples} < --num-workers {args.num_workers}: every worker needs samples")
     if args.resume and not args.name:
@@ -203,19 +205,16 @@ def plan(argv: list[str]) -> Job:
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.gpus_per_worker else "float32")
     return Job(source, train, recipe, dtype, args.num_workers, args.gpus_per_worker, args.zero_stage,
                MaskRegistry(args.registry), RunRecord(args.storage_path, name), args.resume,
-               args.checkpoint_every, args.max_failures, _validate_argv(args))
+               args.checkpoint_every, args.max_failures, _validation_plan(args.validate, source))
 
 
-def _validate_argv(args: argparse.Namespace) -> tuple[str, ...] | None:
-    """Options for the chained validation job (checked now, before any worker starts)."""
-    if args.validate is None:
+def _validation_plan(path: str | None, source: ModelSource) -> ValidationPlan | None:
+    """The chained validation's plan (checked now, before any worker starts); None without --validate."""
+    if path is None:
         return None
-    argv = ["--model", args.model] + (["--registry", args.registry] if args.registry else [])
-    if args.validate:
-        if not Path(args.validate).is_file():
-            raise UsageError(f"--validate {args.validate}: no such validation config file")
-        argv += ["--config", args.validate]
-    return tuple(argv)
+    if path and not Path(path).is_file():
+        raise UsageError(f"--validate {path}: no such validation config file")
+    return plan_from_config(path or None, source)
 
 
 def _check_lengths(train: TrainConfig, recipe: DataRecipe, max_positions: int | None) -> None:
@@ -272,16 +271,16 @@ def fit(job: Job, dataset: Any) -> tuple[LeanKMask, dict[str, Any]]:
         return LeanKMask.load(Path(d) / MASK_FILE), dict(result.metrics)
 
 
-def publish(job: Job, mask: LeanKMask, metrics: dict[str, Any]) -> str:
+def push_candidate(job: Job, mask: LeanKMask, metrics: dict[str, Any]) -> MaskRef:
     """Push the candidate (provenance + final metrics), record it in the run, print where it is."""
     ref = job.registry.push(mask, {**job.provenance(), "training_metrics": metrics})
     job.run.write({**job.run.read(), "pushed": str(ref)})
-    location = f"{job.registry.url.rstrip('/')}/{job.registry.show(ref.model_id, ref.version)['manifest']['mask_key']}"
+    location = job.registry.location(job.registry.manifest(ref))
     histogram = ", ".join(f"{count}: {heads}" for count, heads in sorted(mask.histogram().items()))
     print(f"pushed candidate {ref}\nmask: {location}\n"
           f"kept K channels per head -> number of heads: {histogram}\n"
           f"K kept {mask.k_fraction_kept:.1%}, V kept {mask.v_fraction_kept:.1%} (middle tokens)")
-    return str(ref)
+    return ref
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,18 +304,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if job.run.read() is None:
             job.run.write({"identity": job.identity(), "created": datetime.now(timezone.utc).isoformat()})
-        ref = publish(job, *fit(job, dataset))
+        ref = push_candidate(job, *fit(job, dataset))
     except ray.train.TrainingFailedError as e:
         print(f"leank learn: training failed: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
     finally:
         if started:
             ray.shutdown()
-    if job.validate_argv is None:
+    if job.validation is None:
         return 0
-    from pipelines.validate import main as validate
-
-    return validate([*job.validate_argv, "--mask", ref])
+    candidate = job.registry.pull(ref.model_id, ref.version, allow_unaccepted=True)
+    try:
+        report, _ = validate(job.source, candidate, job.validation, Target(job.registry, ref))
+    except (ValidationFailed, RegistryError) as e:
+        print(f"leank learn: validation: {e}", file=sys.stderr)
+        return 1
+    return 0 if report.passed else 1
 
 
 if __name__ == "__main__":

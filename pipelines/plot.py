@@ -1,4 +1,5 @@
-"""``leank plot``: heatmaps of a mask's learned importance α and kept channels.
+"""Figures: ``leank plot`` (heatmaps of a mask's learned importance α and kept channels) and the
+accuracy plot of a validation report.
 
 The paper's analysis view: rows are (layer, KV head), columns are channels. Bright α
 columns show that importance is concentrated in a few (mostly low-frequency RoPE)
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from leank_core.mask import LeanKMask  # noqa: E402
+from registry.report import Report  # noqa: E402
 
 
 def _heatmap(values: torch.Tensor, title: str, path: Path, cmap: str) -> Path:
@@ -42,12 +45,33 @@ def plot_mask(mask: LeanKMask, out_dir: Path, stem: str) -> list[Path]:
     """Write ``<stem>.importance.png`` (if α is present) and ``<stem>.kept.png``; return the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     label = mask.model_id or stem
-    paths = [_heatmap(mask.mask, f"{label}: kept channels ({1 - mask.k_fraction_kept:.0%} of K pruned, "
+    paths = [_heatmap(mask.kept, f"{label}: kept channels ({1 - mask.k_fraction_kept:.0%} of K pruned, "
                       f"{1 - mask.v_fraction_kept:.0%} of heads drop V)", out_dir / f"{stem}.kept.png", "Greys")]
     if mask.importance is not None:
         paths.insert(0, _heatmap(mask.importance, f"{label}: learned importance α",
                                  out_dir / f"{stem}.importance.png", "viridis"))
     return paths
+
+
+def plot_report(report: Report, path: Path) -> Path:
+    """Accuracy vs context length per run (mean over tasks), one line per run."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run, cells in report.accuracy.items():
+        by_length: dict[int, list[float]] = defaultdict(list)
+        for cell, acc in cells.items():
+            by_length[int(cell.rsplit("@", 1)[1])].append(acc)
+        lengths = sorted(by_length)
+        ax.plot(lengths, [sum(by_length[n]) / len(by_length[n]) for n in lengths], marker="o", label=run)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("accuracy (points, mean over tasks)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(f"{report.model_id}: {'PASS' if report.passed else 'FAIL'}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from leank_core.adapters import adapter_for
+from leank_core.adapters import architecture_of
 from leank_core.model_source import ModelSource
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import hash_weights, model_hash
@@ -257,7 +257,7 @@ def train_loop(loop_config: dict[str, WorkerPlan]) -> None:
     config = plan.train
     ds_config = deepspeed_config(plan.zero_stage)
     model = load_frozen(plan.source, plan.zero_stage, plan.dtype, device)
-    importance = Importance(adapter_for(model).mask_shape).to(device)
+    importance = Importance(architecture_of(model).mask_shape).to(device)
     optimizer = ClampedAdam(importance.parameters(), lr=config.lr)
     engine, *_ = deepspeed.initialize(model=AlphaStep(model, importance, config), optimizer=optimizer,
                                       config=ds_config, dist_init_required=False)

@@ -14,20 +14,21 @@ becomes ``accepted`` or ``rejected``. The process exits 1 on reject so CI can ga
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 import os
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):  # run as a script (ray job submit -- python pipelines/validate.py)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from leank_core.compat import text_config  # noqa: E402
 from leank_core.tasks import TASKS, make_samples  # noqa: E402
 from leank_core.model_source import ModelSource, resolve_model  # noqa: E402
 from leank_core.mask import LeanKMask  # noqa: E402
 from pipelines.config import JobParser, UsageError  # noqa: E402
-from pipelines.report import Gate, Report, plot_report  # noqa: E402
+from pipelines.plot import plot_report  # noqa: E402
+from registry import Gate, Judgement, MaskRef, MaskRegistry, RegistryError, Report, parse_ref  # noqa: E402
 
 DEFAULT_LENGTHS = (1024, 2048)
 
@@ -54,29 +55,61 @@ def build_parser() -> JobParser:
     return p
 
 
-def check_args(args: argparse.Namespace, source: ModelSource) -> None:
-    """Fail before any worker starts, with one line."""
-    if not args.mask:
-        raise UsageError("--mask is required (a registry ref org/name[@version] or a mask file)")
+@dataclass(frozen=True)
+class ValidationPlan:
+    """A checked validation run: what to evaluate, how to judge it, where it runs and writes."""
+
+    tasks: tuple[str, ...]
+    lengths: tuple[int, ...]
+    samples: int
+    seed: int
+    extra_tokens: int
+    baseline: bool
+    gate: Gate
+    num_workers: int | None
+    gpus_per_worker: float | None
+    out: Path
+
+    @property
+    def runs(self) -> list[str]:
+        return ["full", "masked"] + (["random"] if self.baseline else [])
+
+
+def plan_from_args(args: argparse.Namespace, source: ModelSource) -> ValidationPlan:
+    """Check the options (one line on failure, before any worker starts) and freeze them."""
     if args.samples < 1 or args.extra_tokens < 0:
-        raise ValueError("--samples must be >= 1 and --extra-tokens >= 0")
+        raise UsageError("--samples must be >= 1 and --extra-tokens >= 0")
     if min(args.lengths) < 64:
-        raise ValueError("--lengths must be >= 64 tokens")
-    Gate(args.max_mean_drop, args.max_cell_drop)
-    window = source.config().max_position_embeddings
+        raise UsageError("--lengths must be >= 64 tokens")
+    window = text_config(source.config()).max_position_embeddings
     if max(args.lengths) + 64 > window:
-        raise ValueError(f"--lengths up to {max(args.lengths)} leave no room to generate in the model window {window}")
+        raise UsageError(f"--lengths up to {max(args.lengths)} leave no room to generate in the model window {window}")
+    return ValidationPlan(tuple(args.tasks), tuple(args.lengths), args.samples, args.seed, args.extra_tokens,
+                          args.baseline is not None, Gate(args.max_mean_drop, args.max_cell_drop), args.num_workers,
+                          args.gpus_per_worker, args.out)
 
 
-def load_mask(spec: str, registry_url: str | None) -> tuple[LeanKMask, Any]:
+def plan_from_config(path: str | None, source: ModelSource) -> ValidationPlan:
+    """The plan of a validation YAML (``leank learn --validate FILE``); defaults where it is silent."""
+    args = build_parser().parse(["--config", path] if path else [])
+    return plan_from_args(args, source)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A registry version under validation: its report is judged there."""
+
+    registry: MaskRegistry
+    ref: MaskRef
+
+
+def load_mask(spec: str, registry_url: str | None) -> tuple[LeanKMask, Target | None]:
     """A mask file, or a registry ref (candidates allowed: validating them is the point)."""
     if Path(spec).is_file() or spec.endswith(".safetensors"):
         return LeanKMask.load(spec), None
-    from registry import MaskRegistry, parse_ref
-
     registry = MaskRegistry(registry_url)
     ref = registry.resolve(parse_ref(spec))
-    return registry.pull(ref.model_id, version=ref.version, allow_unaccepted=True), (registry, ref)
+    return registry.pull(ref.model_id, version=ref.version, allow_unaccepted=True), Target(registry, ref)
 
 
 def evaluate_shard(source: ModelSource, mask_bytes: bytes, samples: list[dict], runs: list[str],
@@ -84,8 +117,9 @@ def evaluate_shard(source: ModelSource, mask_bytes: bytes, samples: list[dict], 
     """Worker body: every run on every sample of this shard; memory of the largest masked sample."""
     import torch
 
-    from leank_core.cache import apply
     from leank_core.evaluation import evaluate, generate_one
+    from leank_core.hook import apply
+    from leank_core.memory import cache_memory
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -99,7 +133,7 @@ def evaluate_shard(source: ModelSource, mask_bytes: bytes, samples: list[dict], 
         rows += evaluate(model, tokenizer, samples, masks[run], extra_tokens, run)
     longest = max(samples, key=lambda s: len(s["input_ids"]))
     tokens, _, cache = generate_one(model, longest["input_ids"], mask, len(longest["answer_ids"]) + extra_tokens)
-    memory = cache.memory()
+    memory = cache_memory(cache)
     return rows, {"tokens": len(longest["input_ids"]) + len(tokens), "k_saving": memory.k_saving,
                   "v_saving": memory.v_saving, **asdict(memory)}
 
@@ -120,23 +154,59 @@ def worker_plan(cluster_gpus: float, gpus_per_worker: float | None, num_workers:
     return gpus_per_worker, workers
 
 
-def run_sharded(args: argparse.Namespace, source: ModelSource, mask: LeanKMask, samples: list[dict],
-                runs: list[str]) -> tuple[list[dict], dict]:
+def run_sharded(plan: ValidationPlan, source: ModelSource, mask: LeanKMask, samples: list[dict]) -> tuple[list[dict], dict]:
     import ray
 
-    ray.init()  # RAY_ADDRESS (set by ray job submit) or a new local Ray
-    per_worker, workers = worker_plan(ray.cluster_resources().get("GPU", 0), args.gpus_per_worker, args.num_workers)
+    started = not ray.is_initialized()
+    if started:
+        ray.init()  # RAY_ADDRESS (set by ray job submit) or a new local Ray
+    per_worker, workers = worker_plan(ray.cluster_resources().get("GPU", 0), plan.gpus_per_worker, plan.num_workers)
     task = ray.remote(num_gpus=per_worker, num_cpus=1)(evaluate_shard)
     shards = [samples[i::workers] for i in range(workers) if samples[i::workers]]
-    futures = [task.remote(source, mask.to_bytes(), shard, runs, args.extra_tokens, args.seed) for shard in shards]
+    futures = [task.remote(source, mask.to_bytes(), shard, plan.runs, plan.extra_tokens, plan.seed) for shard in shards]
     rows, memories = [], []
     try:
         for shard_rows, memory in ray.get(futures):
             rows += shard_rows
             memories.append(memory)
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     return rows, max(memories, key=lambda m: m["tokens"])
+
+
+def validate(source: ModelSource, mask: LeanKMask, plan: ValidationPlan,
+             target: Target | None = None) -> tuple[Report, Judgement | None]:
+    """Evaluate full vs masked (vs random), write the report, and have the registry judge ``target``.
+
+    Raises ``ValidationFailed`` for a worker's error, ``RegistryError`` for registry trouble.
+    """
+    tokenizer = source.tokenizer()
+    samples = make_samples(tokenizer, "eval", plan.tasks, plan.lengths, plan.samples, plan.seed).to_list()
+    sha = mask.sha256()  # the identity the report and the registry decision refer to
+    print(f"validating {mask.model_id or source.model_id} mask {sha[:12]} on {len(samples)} samples x {plan.runs}")
+    try:
+        rows, memory = run_sharded(plan, source, mask, samples)
+    except Exception as e:  # noqa: BLE001 - a worker's error (e.g. mask for another model) as one line
+        cause = getattr(e, "cause", None) or e
+        raise ValidationFailed(f"{type(cause).__name__}: {str(cause).splitlines()[-1] if str(cause) else ''}") from None
+    settings = {**{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(plan).items() if k != "gate"},
+                "model": source.model_id, "out": str(plan.out)}
+    report = Report.build(rows, sha, mask.model_id, mask.model_hash, plan.gate, memory=memory, settings=settings)
+    out = plan.out / sha[:16]
+    path = report.save(out / "report.json")
+    plot_report(report, out / "accuracy.png")
+    print(f"report: {path}\n{report.summary()}")
+    if target is None:
+        return report, None
+    judgement = target.registry.judge(target.ref, report)
+    note = "" if judgement.decided_now else " (decided earlier; decisions are final)"
+    print(f"{target.ref}: {judgement.status.value}{note} (report {judgement.report_id})")
+    return report, judgement
+
+
+class ValidationFailed(RuntimeError):
+    """A validation worker failed (one line: the cause's type and last message line)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,52 +215,23 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse(sys.argv[1:] if argv is None else argv)
         if not args.model:
             raise UsageError("--model is required (smollm2-135m, a .gguf file, a local folder or a hub id)")
+        if not args.mask:
+            raise UsageError("--mask is required (a registry ref org/name[@version] or a mask file)")
         source = resolve_model(args.model)
-        check_args(args, source)
-        mask, published = load_mask(args.mask, args.registry)
+        plan = plan_from_args(args, source)
+        mask, target = load_mask(args.mask, args.registry)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"leank validate: {e}", file=sys.stderr)
         return 2
-    tokenizer = source.tokenizer()
-    samples = make_samples(tokenizer, "eval", args.tasks, args.lengths, args.samples, args.seed).to_list()
-    runs = ["full", "masked"] + (["random"] if args.baseline else [])
-    sha = mask.sha256()  # the identity the report and the registry decision refer to
-    print(f"validating {mask.model_id or args.model} mask {sha[:12]} on {len(samples)} samples x {runs}")
     try:
-        rows, memory = run_sharded(args, source, mask, samples, runs)
-    except Exception as e:  # noqa: BLE001 - a worker's error (e.g. mask for another model) as one line
-        cause = getattr(e, "cause", None) or e
-        print(f"leank validate: {type(cause).__name__}: {str(cause).splitlines()[-1] if str(cause) else ''}",
-              file=sys.stderr)
+        report, _ = validate(source, mask, plan, target)
+    except ValidationFailed as e:
+        print(f"leank validate: {e}", file=sys.stderr)
         return 2
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    report = Report.build(rows, sha, mask.model_id, mask.model_hash,
-                          Gate(args.max_mean_drop, args.max_cell_drop), memory=memory, settings=settings)
-    out = args.out / sha[:16]
-    path = report.save(out / "report.json")
-    plot_report(report, out / "accuracy.png")
-    print(f"report: {path}\n{report.summary()}")
-    if published:
-        try:
-            publish(*published, report)
-        except RuntimeError as e:  # RegistryError: unreachable store, damaged version ...
-            print(f"leank validate: {e}", file=sys.stderr)
-            return 1
+    except RegistryError as e:  # unreachable store, damaged version ...
+        print(f"leank validate: {e}", file=sys.stderr)
+        return 1
     return 0 if report.passed else 1
-
-
-def publish(registry: Any, ref: Any, report: Report) -> None:
-    """Attach the report to the exact version; a candidate then becomes accepted or rejected.
-
-    A version already decided keeps its decision (decisions are final); the new report is
-    still stored next to the earlier ones.
-    """
-    report_id = registry.attach_report(ref, report.to_dict())
-    status = registry.show(ref.model_id, ref.version)["status"]
-    if status == "candidate":
-        (registry.accept if report.passed else registry.reject)(ref, report_id)
-        status = "accepted" if report.passed else "rejected"
-    print(f"{ref}: {status} (report {report_id})")
 
 
 if __name__ == "__main__":

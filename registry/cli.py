@@ -1,4 +1,4 @@
-"""``leank registry list|show|pull|push|import-reference``.
+"""``leank registry list|show|pull|push|import-reference|site|serve``.
 
 There is deliberately no command that accepts a mask: only ``leank validate`` does, through
 a passing report. Exit codes: 2 for bad input, 1 for registry or integrity failures.
@@ -17,6 +17,7 @@ from leank_core.mask import LeanKMask
 from .errors import RegistryError
 from .ids import parse_ref
 from .registry import MaskRegistry
+from .site import render_site, serve_registry
 
 
 _REGISTRY_HELP = "local directory or s3://bucket/prefix (default: embedded store, $LEANK_REGISTRY)"
@@ -30,10 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--registry", default=argparse.SUPPRESS, help=_REGISTRY_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", parents=[common], help="versions of a model id").add_argument("model_id")
+    listing = sub.add_parser("list", parents=[common], help="versions of a model id")
+    listing.add_argument("model_id")
+    listing.add_argument("--json", action="store_true", help="one JSON array for scripts instead of text lines")
 
     show = sub.add_parser("show", parents=[common], help="manifest, status and reports of one version (JSON)")
     show.add_argument("ref", help="org/name or org/name@VERSION (default: newest version)")
+    show.add_argument("--json", action="store_true", help="accepted for symmetry with list: show always prints JSON")
 
     pull = sub.add_parser("pull", parents=[common], help="fetch the newest accepted mask (or --version), verified")
     pull.add_argument("model_id")
@@ -49,9 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("path", type=Path)
     imp.add_argument("--model-id", required=True)
     imp.add_argument("--model-hash", required=True)
-    imp.add_argument("--sink", type=int, default=128)
-    imp.add_argument("--recent", type=int, default=1024)
+    imp.add_argument("--sink", type=int, default=128, help="first tokens kept dense (default %(default)s, as the authors deploy)")
+    imp.add_argument("--recent", type=int, default=768,
+                     help="last tokens kept dense (default %(default)s: the authors deploy their masks with sink 128 / "
+                          "recent 768; their training used 1024 for Llama)")
     imp.add_argument("--align", type=int, default=None, help="default: inferred from the kept counts")
+
+    site = sub.add_parser("site", parents=[common], help="render a static HTML site of every model, version and its evidence")
+    site.add_argument("--out", type=Path, required=True, help="folder to write (replaced whole if an earlier site)")
+
+    serve = sub.add_parser("serve", parents=[common], help="render the site and serve it on 127.0.0.1 for a quick look")
+    serve.add_argument("--port", type=int, default=8000, help="default %(default)s; 0 picks a free port")
     return p
 
 
@@ -59,15 +71,13 @@ def run(args: argparse.Namespace) -> str:
     """Do the command; return what to print."""
     registry = MaskRegistry(args.registry)
     if args.command == "list":
-        rows = registry.list(args.model_id)
-        return "\n".join(
-            f"{args.model_id}@{r['version']}  {r['status']:<9}  ratio={r['ratio']:.3f} align={r['align']}  "
-            f"model={r['model_hash'][:12]}  mask={r['mask_sha256'][:12]}  reports={r['reports']}  {r['created']}"
-            for r in rows
-        )
+        rows = [r.to_dict() for r in registry.list(args.model_id)]
+        if args.json:
+            return json.dumps(rows, indent=2, sort_keys=True)
+        return "\n".join(_list_line(args.model_id, r) for r in rows)
     if args.command == "show":
         ref = parse_ref(args.ref)
-        return json.dumps(registry.show(ref.model_id, ref.version), indent=2, sort_keys=True)
+        return json.dumps(registry.show(ref.model_id, ref.version).to_dict(), indent=2, sort_keys=True)
     if args.command == "pull":
         path = registry.pull_path(args.model_id, args.version, args.model_hash)
         if args.out is None:
@@ -75,12 +85,24 @@ def run(args: argparse.Namespace) -> str:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, args.out)
         return str(args.out)
+    if args.command == "site":
+        return f"wrote {render_site(registry, args.out)}"
+    if args.command == "serve":
+        serve_registry(registry, args.port)
+        return ""
     if args.command == "push":
         manifest = _read_json(args.manifest) if args.manifest else {}
         return f"pushed {registry.push(LeanKMask.load(args.mask), manifest)} (candidate)"
     mask = LeanKMask.from_reference_file(args.path, sink=args.sink, recent=args.recent, align=args.align,
                                          model_id=args.model_id, model_hash=args.model_hash)
     return f"imported {registry.push(mask, {'source': str(args.path)})} (candidate)"
+
+
+def _list_line(model_id: str, r: dict) -> str:
+    if r["status"] == "damaged":
+        return f"{model_id}@{r['version']}  damaged    {r['damaged']}"
+    return (f"{model_id}@{r['version']}  {r['status']:<9}  ratio={r['ratio']:.3f} align={r['align']}  "
+            f"model={r['model_hash'][:12]}  mask={r['mask_sha256'][:12]}  reports={r['reports']}  {r['created']}")
 
 
 def _read_json(path: Path) -> object:

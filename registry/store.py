@@ -34,7 +34,7 @@ class ObjectStore(Protocol):
         """The object's bytes, or None if there is no such key."""
 
     def list(self, prefix: str) -> list[str]:
-        """All keys starting with ``prefix`` (a folder-like prefix ending in '/')."""
+        """All keys starting with ``prefix`` (a folder-like prefix ending in '/'; '' lists every key)."""
 
 
 def _check_key(key: str) -> str:
@@ -82,7 +82,7 @@ class LocalStore:
             raise RegistryError(f"cannot read registry {self.root}: {e.strerror}; check the path and permissions") from None
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root / _check_key(prefix.rstrip("/"))
+        base = self.root / _check_key(prefix.rstrip("/")) if prefix else self.root
         if not base.is_dir():
             return []
         return sorted(
@@ -136,7 +136,7 @@ class S3Store:
         keys, token = [], {}
         while True:
             page = self._call("list_objects_v2", prefix, set(),
-                              Prefix=self.prefix + _check_key(prefix.rstrip("/")) + "/", **token)
+                              Prefix=self.prefix + (_check_key(prefix.rstrip("/")) + "/" if prefix else ""), **token)
             keys += [o["Key"][len(self.prefix):] for o in page.get("Contents", [])]
             if not page.get("IsTruncated"):
                 return sorted(keys)

@@ -1,8 +1,10 @@
 """Where a decode step's time goes: DynamicCache vs LeanKCache, SmolLM2 geometry, random weights."""
 import sys, time, torch
 from transformers import LlamaConfig, LlamaForCausalLM, DynamicCache
-from leank_core.cache import LeanKCache, apply, cache_kwargs
-from leank_core.mask import LeanKMask, quantize_importance
+from leank_core.cache import LeanKCache
+from leank_core.compat import cache_kwargs
+from leank_core.hook import apply
+from leank_core.mask import LeanKMask
 
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 40
 ctx = int(sys.argv[1]) if len(sys.argv) > 1 else 8064

@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from leank_core.cache import apply  # noqa: E402
+from leank_core.hook import apply  # noqa: E402
 from leank_core.tasks import DataRecipe, make_samples, make_training_samples  # noqa: E402
 from leank_core.evaluation import evaluate  # noqa: E402
 from leank_core.model_source import resolve_model  # noqa: E402

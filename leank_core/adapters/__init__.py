@@ -1,6 +1,6 @@
-"""Per-architecture adapters; importing this package registers all of them."""
+"""What LeanK knows about each supported architecture family; importing this package registers them."""
 
 from leank_core.adapters import llama, mistral, qwen2  # noqa: F401  (registration)
-from leank_core.adapters.base import ADAPTERS, AttentionAdapter, adapter_for
+from leank_core.adapters.base import ARCHITECTURES, Architecture, architecture_of
 
-__all__ = ["ADAPTERS", "AttentionAdapter", "adapter_for"]
+__all__ = ["ARCHITECTURES", "Architecture", "architecture_of"]

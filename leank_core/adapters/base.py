@@ -1,20 +1,22 @@
-"""The one small interface LeanK needs from an architecture.
+"""What LeanK needs to know about a model architecture: its attention shapes, and whether it fits.
 
 LeanK hooks attention where queries and keys are post-RoPE and the KV cache has been
 updated: in transformers 5.x that is the ``AttentionInterface`` call every supported
-decoder makes (``attention_interface(module, q, k, v, mask, scaling=...)``). An adapter
-says whether an architecture makes that call with full (not sliding-window) attention on
-every layer, and gives the shape numbers the mask must match.
+decoder makes (``attention_interface(module, q, k, v, mask, scaling=...)``). An
+:class:`Architecture` says whether a family makes that call with full (not sliding-window)
+attention on every layer, and gives the shape numbers the mask must match.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-ADAPTERS: dict[str, type["AttentionAdapter"]] = {}
+from leank_core.compat import text_config
+
+ARCHITECTURES: dict[str, type["Architecture"]] = {}
 
 
-class AttentionAdapter:
+class Architecture:
     """Shape numbers and support checks for one architecture family."""
 
     model_types: ClassVar[tuple[str, ...]] = ()
@@ -22,10 +24,10 @@ class AttentionAdapter:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for model_type in cls.model_types:
-            ADAPTERS[model_type] = cls
+            ARCHITECTURES[model_type] = cls
 
     def __init__(self, config: Any) -> None:
-        self.config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        self.config = text_config(config)
         self.check()
 
     @property
@@ -57,13 +59,12 @@ class AttentionAdapter:
             )
 
 
-def adapter_for(config_or_model: Any) -> AttentionAdapter:
-    """The adapter for a model or config; a one-line error for unsupported architectures."""
-    config = getattr(config_or_model, "config", config_or_model)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    model_type = getattr(text, "model_type", None)
-    if model_type not in ADAPTERS:
+def architecture_of(config_or_model: Any) -> Architecture:
+    """The Architecture of a model or config; a one-line error for unsupported ones."""
+    config = text_config(config_or_model)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ARCHITECTURES:
         raise ValueError(
-            f"unsupported architecture {model_type!r}: LeanK supports {', '.join(sorted(ADAPTERS))}"
+            f"unsupported architecture {model_type!r}: LeanK supports {', '.join(sorted(ARCHITECTURES))}"
         )
-    return ADAPTERS[model_type](config)
+    return ARCHITECTURES[model_type](config)

@@ -1,7 +1,7 @@
 """Llama (and Llama-shaped GGUF models such as SmolLM2): full attention on every layer."""
 
-from leank_core.adapters.base import AttentionAdapter
+from leank_core.adapters.base import Architecture
 
 
-class LlamaAdapter(AttentionAdapter):
+class LlamaArchitecture(Architecture):
     model_types = ("llama",)

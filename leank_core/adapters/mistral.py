@@ -1,9 +1,9 @@
 """Mistral: supported when the sliding window is off or covers the whole context."""
 
-from leank_core.adapters.base import AttentionAdapter
+from leank_core.adapters.base import Architecture
 
 
-class MistralAdapter(AttentionAdapter):
+class MistralArchitecture(Architecture):
     model_types = ("mistral",)
 
     def check(self) -> None:

@@ -1,9 +1,9 @@
 """Qwen2 / Qwen2.5: supported when ``use_sliding_window`` is off (the released default)."""
 
-from leank_core.adapters.base import AttentionAdapter
+from leank_core.adapters.base import Architecture
 
 
-class Qwen2Adapter(AttentionAdapter):
+class Qwen2Architecture(Architecture):
     model_types = ("qwen2",)
 
     def check(self) -> None:

@@ -5,20 +5,20 @@ from __future__ import annotations
 import pytest
 from transformers import GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
-from leank_core.adapters import adapter_for
+from leank_core.adapters import architecture_of
 from tests.conftest import tiny_model
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
 def test_supported_architectures_give_the_mask_shape(arch):
     model = tiny_model(arch)
-    assert adapter_for(model).mask_shape == (2, 2, 16)
-    assert adapter_for(model.config).num_heads == 4
+    assert architecture_of(model).mask_shape == (2, 2, 16)
+    assert architecture_of(model.config).num_heads == 4
 
 
 def test_unsupported_architecture_names_the_supported_ones():
     with pytest.raises(ValueError, match=r"unsupported architecture 'gpt2'.*llama.*mistral.*qwen2"):
-        adapter_for(GPT2Config())
+        architecture_of(GPT2Config())
 
 
 @pytest.mark.parametrize(
@@ -30,8 +30,8 @@ def test_unsupported_architecture_names_the_supported_ones():
 )
 def test_sliding_window_models_are_refused(config):
     with pytest.raises(ValueError, match="sliding"):
-        adapter_for(config)
+        architecture_of(config)
 
 
 def test_default_head_dim_is_derived():
-    assert adapter_for(LlamaConfig(hidden_size=256, num_attention_heads=4)).head_dim == 64
+    assert architecture_of(LlamaConfig(hidden_size=256, num_attention_heads=4)).head_dim == 64

@@ -1,20 +1,12 @@
-"""The "leank" attention hook: dispatch, and the masked-attention semantics training and inference share."""
+"""The masked-attention semantics training and inference share."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 
-from leank_core.attention import (
-    CacheAttention,
-    MaskedAttention,
-    install,
-    leank_attention_forward,
-    masked_attention,
-    middle_key_mask,
-)
+from leank_core.attention import MaskedAttention, masked_attention, middle_key_mask
+from leank_core.hook import install
 from tests.conftest import tiny_model
 
 SINK, RECENT = 3, 4
@@ -64,7 +56,7 @@ def test_masked_attention_scores_middle_keys_on_kept_channels_and_zero_heads_ski
     v = torch.randn(2, 2, 14, 8, generator=g)
     weights = (torch.rand(1, 2, 8, generator=g) > 0.5).float()
     zero_heads = torch.tensor([[True, False]])
-    out = MaskedAttention(weights, SINK, RECENT, zero_heads)(Layer(), q, k, v, 8 ** -0.5)
+    out = MaskedAttention(weights, SINK, RECENT, zero_heads).attend(Layer(), q, k, v, None, 8 ** -0.5)
     assert torch.allclose(out, brute_force(q, k, v, weights, zero_heads[0], 8 ** -0.5), atol=1e-5)
 
 
@@ -81,31 +73,3 @@ def test_unit_weights_reproduce_the_teacher_bit_for_bit_and_match_plain_sdpa(arc
             ones = model(ids).logits
     assert torch.equal(teacher, ones)
     assert torch.allclose(teacher, plain, atol=1e-5)
-
-
-def test_outside_a_masked_context_the_hook_is_ordinary_sdpa_and_install_is_idempotent():
-    model = tiny_model()
-    ids = torch.randint(3, 259, (1, 30), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        plain = model(ids).logits
-        install(install(model))
-        with masked_attention(torch.zeros(2, 2, 16), SINK, RECENT):
-            masked = model(ids).logits
-        after = model(ids).logits
-    assert model.config._attn_implementation == "leank"
-    assert torch.equal(after, plain)
-    assert not torch.allclose(masked, plain, atol=1e-3)
-
-
-def test_a_cache_attention_handle_computes_the_attention_itself():
-    class Handle(CacheAttention):
-        def attend(self, module, query, attention_mask, scaling):
-            self.call = (module, query, attention_mask, scaling)
-            return torch.full((1, 2, 4, 8), 7.0)
-
-    handle, layer, query = Handle(), Layer(), torch.randn(1, 4, 2, 8)
-    mask = torch.ones(1, 1, 2, 5, dtype=torch.bool)
-    out, weights = leank_attention_forward(layer, query, handle, handle, mask, scaling=None)
-    assert weights is None and torch.equal(out, torch.full((1, 2, 4, 8), 7.0))
-    module, q, m, scaling = handle.call
-    assert module is layer and q is query and m is mask and scaling == pytest.approx(1 / math.sqrt(8))

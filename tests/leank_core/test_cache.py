@@ -8,7 +8,10 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from leank_core.cache import GROWTH_CHUNK, LeanKCache, apply, cache_kwargs, memory_report
+from leank_core.cache import GROWTH_CHUNK, LeanKCache
+from leank_core.compat import cache_kwargs
+from leank_core.hook import apply
+from leank_core.memory import allocated_bytes, cache_memory, memory_report
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import model_hash
 from leank_core.training import continuation_hidden, prefill
@@ -29,7 +32,7 @@ def peaked_model(arch: str = "llama", dtype: torch.dtype = torch.float32, device
 
 
 def identity_mask(model) -> LeanKMask:
-    return LeanKMask(mask=torch.ones(2, 2, 16, dtype=torch.bool), sink=SINK, recent=RECENT, align=4, ratio=0.0,
+    return LeanKMask(kept=torch.ones(2, 2, 16, dtype=torch.bool), sink=SINK, recent=RECENT, align=4, ratio=0.0,
                      model_hash=model_hash(model))
 
 
@@ -60,7 +63,7 @@ def prompt(n, seed=1, batch=1, device="cpu"):
 @torch.no_grad()
 def oracle_logits(model, context, continuation, mask):
     """Training-side masked forward with inference semantics: dense context, then LeanK over the continuation."""
-    h = continuation_hidden(model, prefill(model, context), continuation, mask.mask.float(), mask.sink, mask.recent,
+    h = continuation_hidden(model, prefill(model, context), continuation, mask.kept.float(), mask.sink, mask.recent,
                             mask.kept_counts() == 0)
     return model.lm_head(h)
 
@@ -108,9 +111,9 @@ def test_other_architectures_decode_like_the_training_side_forward(arch):
 
 def test_a_layer_that_keeps_no_channel_stores_no_middle_and_still_matches_the_oracle():
     model = peaked_model()
-    bits = random_mask(model).mask.clone()
+    bits = random_mask(model).kept.clone()
     bits[0] = False
-    mask = LeanKMask(mask=bits, sink=SINK, recent=RECENT, align=4, ratio=0.5, model_hash=model_hash(model))
+    mask = LeanKMask(kept=bits, sink=SINK, recent=RECENT, align=4, ratio=0.5, model_hash=model_hash(model))
     apply(model, mask)
     ids = prompt(20)
     tokens, logits, cache = generate(model, ids, mask)
@@ -219,7 +222,7 @@ def test_allocated_middle_bytes_are_the_kept_fractions_of_dense():
     v_bytes = sum(layer.mid_v.untyped_storage().nbytes() for layer in cache.layers)
     assert k_bytes / dense_middle == pytest.approx(mask.k_fraction_kept, rel=0.01)
     assert v_bytes / dense_middle == pytest.approx(mask.v_fraction_kept, rel=0.01)
-    mem = cache.memory()
+    mem = cache_memory(cache)
     assert 1 - mem.k_saving == pytest.approx(mask.k_fraction_kept, rel=0.01)
     assert f"({1 - mask.k_fraction_kept:.1%} saved)" in memory_report(cache)
 
@@ -252,9 +255,9 @@ def test_nbytes_counts_every_tensor_the_cache_holds():
     _, _, cache = generate(model, prompt(30), mask, new=10)
     held = _tensors_reachable(cache.layers)
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
-    assert cache.nbytes() == sum(storages.values())
-    assert cache.memory().allocated == cache.nbytes()
-    assert cache.memory().dense_equivalent == 2 * 2 * 2 * 16 * 4 * 39  # K+V, layers, kv heads, D, fp32, tokens
+    assert allocated_bytes(cache) == sum(storages.values())
+    assert cache_memory(cache).allocated == allocated_bytes(cache)
+    assert cache_memory(cache).dense_equivalent == 2 * 2 * 2 * 16 * 4 * 39  # K+V, layers, kv heads, D, fp32, tokens
 
 
 def test_middle_storage_grows_one_chunk_at_a_time_not_per_token():
@@ -302,7 +305,7 @@ def test_masks_for_another_model_are_refused():
     with pytest.raises(ValueError, match="model hash"):
         apply(other, mask)
     apply(other, mask, allow_hash_mismatch=True)
-    wrong_shape = LeanKMask(mask=torch.ones(3, 2, 16, dtype=torch.bool), sink=4, recent=8, align=4, ratio=0.0)
+    wrong_shape = LeanKMask(kept=torch.ones(3, 2, 16, dtype=torch.bool), sink=4, recent=8, align=4, ratio=0.0)
     with pytest.raises(ValueError, match="does not match"):
         apply(model, wrong_shape, allow_hash_mismatch=True)
     with pytest.raises(ValueError, match="does not match"):

@@ -43,7 +43,7 @@ def test_fractions_and_histogram_count_zero_heads_as_dropping_values():
     mask = torch.zeros(1, 4, 8, dtype=torch.bool)
     mask[0, 1, :4] = True
     mask[0, 2, :] = True
-    m = LeanKMask(mask=mask, sink=2, recent=4, align=4, ratio=0.5)
+    m = LeanKMask(kept=mask, sink=2, recent=4, align=4, ratio=0.5)
     assert m.histogram() == {0: 2, 4: 1, 8: 1}
     assert m.k_fraction_kept == pytest.approx(12 / 32)
     assert m.v_fraction_kept == pytest.approx(2 / 4)
@@ -53,14 +53,14 @@ def test_misaligned_mask_is_rejected():
     mask = torch.zeros(1, 1, 8, dtype=torch.bool)
     mask[0, 0, :3] = True
     with pytest.raises(ValueError, match="multiple of align"):
-        LeanKMask(mask=mask, sink=2, recent=4, align=4, ratio=0.5)
+        LeanKMask(kept=mask, sink=2, recent=4, align=4, ratio=0.5)
 
 
 def test_save_load_round_trips_everything(tmp_path):
     m = LeanKMask.from_importance(random_alpha(), 0.7, 8, sink=16, recent=64, model_id="org/m",
                                   model_hash="abc", extra={"training_config": {"lr": 0.02}})
     loaded = LeanKMask.load(m.save(tmp_path / "m.safetensors"))
-    assert torch.equal(loaded.mask, m.mask) and torch.equal(loaded.importance, m.importance)
+    assert torch.equal(loaded.kept, m.kept) and torch.equal(loaded.importance, m.importance)
     assert (loaded.sink, loaded.recent, loaded.align, loaded.ratio) == (16, 64, 8, 0.7)
     assert (loaded.model_id, loaded.model_hash, loaded.extra) == ("org/m", "abc", m.extra)
     assert loaded.sha256() == m.sha256()
@@ -84,7 +84,7 @@ def test_reference_release_format_is_read_without_pickle(tmp_path):
     ref[1, 1, :] = 1
     torch.save(ref, tmp_path / "mask.pt")
     m = LeanKMask.from_reference_file(tmp_path / "mask.pt", sink=4, recent=8)
-    assert torch.equal(m.mask, ref.bool()) and m.align == 4 and m.ratio == pytest.approx(1 - 12 / 32)
+    assert torch.equal(m.kept, ref.bool()) and m.align == 4 and m.ratio == pytest.approx(1 - 12 / 32)
 
     class Evil:
         def __reduce__(self):
@@ -107,5 +107,5 @@ def test_random_baseline_keeps_the_per_head_counts_but_not_the_channels():
     m = LeanKMask.from_importance(random_alpha((3, 4, 32)), 0.7, 8, sink=4, recent=8)
     r = m.random_like(seed=1)
     assert torch.equal(r.kept_counts(), m.kept_counts())
-    assert not torch.equal(r.mask, m.mask)
-    assert torch.equal(r.mask, m.random_like(seed=1).mask)
+    assert not torch.equal(r.kept, m.kept)
+    assert torch.equal(r.kept, m.random_like(seed=1).kept)

@@ -98,7 +98,7 @@ def test_learning_drops_channels_that_carry_no_information():
     data = [sample(seed=i) for i in range(4)]
     mask = learn_mask(model, data, config, model_id="org/tiny", progress=False)
     dead_with_partners = sorted({c for c in dead} | {c + 8 for c in dead})
-    assert not mask.mask[..., dead_with_partners].any()
+    assert not mask.kept[..., dead_with_partners].any()
     assert mask.k_fraction_kept == pytest.approx(0.5)
     assert mask.model_id == "org/tiny" and mask.extra["training_config"]["lr"] == 0.05
 
@@ -108,7 +108,7 @@ def test_same_seed_gives_the_same_mask():
     data = [sample(seed=i) for i in range(3)]
     a = learn_mask(tiny_model(), data, config, progress=False)
     b = learn_mask(tiny_model(), data, config, progress=False)
-    assert torch.equal(a.mask, b.mask) and torch.equal(a.importance, b.importance)
+    assert torch.equal(a.kept, b.kept) and torch.equal(a.importance, b.importance)
     assert a.model_hash == b.model_hash != ""
 
 

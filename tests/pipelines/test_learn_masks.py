@@ -62,7 +62,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pushed(registry: Path) -> list[dict[str, Any]]:
-    return MaskRegistry(str(registry)).list(MODEL_ID) if (registry / MODEL_ID).exists() else []
+    return [r.to_dict() for r in MaskRegistry(str(registry)).list(MODEL_ID)] if (registry / MODEL_ID).exists() else []
 
 
 # --- fails fast ---------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_job_submit_pushes_candidate_with_provenance(reference: dict[str, Any]) 
     assert reference["status"] == JobStatus.SUCCEEDED, reference["logs"][-3000:]
     [entry] = pushed(reference["tmp"] / "registry")
     assert entry["status"] == "candidate"
-    manifest = MaskRegistry(str(reference["tmp"] / "registry")).show(MODEL_ID, 1)["manifest"]
+    manifest = MaskRegistry(str(reference["tmp"] / "registry")).show(MODEL_ID, 1).manifest.to_dict()
     config = manifest["training_config"]
     assert {k: config[k] for k in TRAIN.to_dict()} == TRAIN.to_dict()
     assert (config["num_workers"], config["zero_stage"], config["dtype"]) == (2, 3, "float32")
@@ -229,11 +229,11 @@ def _start_killer(ray_head, run_dir: Path) -> tuple[threading.Thread, dict[str, 
 
 
 def _assert_resumed_to_reference(tmp: Path, reference: dict[str, Any]) -> None:
-    manifest = MaskRegistry(str(tmp / "registry")).show(MODEL_ID, 1)["manifest"]
+    manifest = MaskRegistry(str(tmp / "registry")).show(MODEL_ID, 1).manifest.to_dict()
     assert manifest["training_metrics"]["resumed_from_step"] > 0
     resumed, uninterrupted = _mask(tmp), _mask(reference["tmp"])
     assert torch.equal(resumed.importance, uninterrupted.importance)
-    assert torch.equal(resumed.mask, uninterrupted.mask)
+    assert torch.equal(resumed.kept, uninterrupted.kept)
 
 
 @pytest.mark.slow
@@ -278,5 +278,5 @@ def test_one_worker_job_matches_single_process_learn_mask(dtype: str, zero: str,
     # Stage 1 is bit-identical; stage 2 differs in the last bits of the gradient under DeepSpeed
     # (7e-12 on its first step), which Adam turns into <= 4e-6 on α after the 14 steps here.
     torch.testing.assert_close(got.importance, expected.importance, rtol=0, atol=1e-5)
-    assert torch.equal(got.mask, expected.mask)
+    assert torch.equal(got.kept, expected.kept)
     assert got.model_hash == expected.model_hash

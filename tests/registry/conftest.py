@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from leank_core.mask import LeanKMask
+from registry import Gate, Report
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -107,6 +108,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         root = tmp_path / "registry"
 
         def overwrite(key: str, data: bytes) -> None:
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
             (root / key).write_bytes(data)
 
         return Backend("local", str(root), overwrite)
@@ -122,5 +124,12 @@ def make_mask(model_id: str = "org/m", model_hash: str = "abc", tag: int = 0) ->
     """A small valid mask; `tag` makes otherwise equal masks differ in bytes."""
     mask = torch.ones(2, 2, 16, dtype=torch.bool)
     mask[0, 0] = False
-    return LeanKMask(mask=mask, sink=4, recent=8, align=16, ratio=0.125, model_id=model_id,
+    return LeanKMask(kept=mask, sink=4, recent=8, align=16, ratio=0.125, model_id=model_id,
                      model_hash=model_hash, extra={"tag": tag})
+
+
+def report_for(mask: LeanKMask, passed: bool = True) -> Report:
+    """A validation report on ``mask``: equal accuracy (passes the gate) or every sample lost (fails)."""
+    rows = [{"run": run, "task": "passkey", "length": 512, "score": 1.0 if run == "full" or passed else 0.0,
+             "new_tokens": 4, "seconds": 0.5} for run in ("full", "masked") for _ in range(2)]
+    return Report.build(rows, mask.sha256(), mask.model_id, mask.model_hash, Gate(), memory={}, settings={})

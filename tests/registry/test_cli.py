@@ -12,7 +12,7 @@ from leank_core.mask import LeanKMask
 from registry import MaskRef, MaskRegistry
 from registry.cli import main
 
-from .conftest import Backend, make_mask
+from .conftest import Backend, make_mask, report_for
 
 
 def cli(backend: Backend, *argv: str) -> int:
@@ -37,14 +37,14 @@ def test_registry_option_is_also_taken_after_the_subcommand(backend: Backend, tm
     assert main(["push", str(path), "--registry", backend.url]) == 0
     assert main(["list", "org/m", "--registry", backend.url]) == 0
     assert "org/m@1  candidate" in capsys.readouterr().out
-    assert MaskRegistry(backend.url).list("org/m")[0]["version"] == 1
+    assert MaskRegistry(backend.url).list("org/m")[0].version == 1
 
 
 def test_pull_prints_cache_path_or_writes_out(backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     reg = MaskRegistry(backend.url)
     mask = make_mask()
     ref = reg.push(mask)
-    reg.accept(ref, reg.attach_report(ref, {"mask_sha256": mask.sha256(), "passed": True}))
+    reg.judge(ref, report_for(mask))
     assert cli(backend, "pull", "org/m", "--model-hash", "abc") == 0
     cached = Path(capsys.readouterr().out.strip())
     assert cached.read_bytes() == mask.to_bytes()

@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from registry import MaskRef, MaskRegistry, RegistryError
+from registry import DamagedRecord, MaskRef, MaskRegistry, RegistryError, Status
 
-from .conftest import Backend, make_mask
+from .conftest import Backend, make_mask, report_for
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
@@ -21,9 +21,10 @@ def one_line(err: pytest.ExceptionInfo) -> str:
     return text
 
 
-def passing_report(reg: MaskRegistry, ref: MaskRef, passed: bool = True) -> int:
-    sha = reg.show(ref.model_id, ref.version)["manifest"]["mask_sha256"]
-    return reg.attach_report(ref, {"mask_sha256": sha, "passed": passed, "accuracy": {"full": 90.0}})
+def judge(reg: MaskRegistry, ref: MaskRef, passed: bool = True):
+    """Judge ``ref``'s own mask with a passing (or failing) report."""
+    mask = reg.pull(ref.model_id, ref.version, allow_unaccepted=True)
+    return reg.judge(ref, report_for(mask, passed))
 
 
 def test_push_fills_manifest_from_the_stored_bytes(backend: Backend) -> None:
@@ -32,13 +33,13 @@ def test_push_fills_manifest_from_the_stored_bytes(backend: Backend) -> None:
     ref = reg.push(mask, {"training_config": {"lr": 0.01}, "data_recipe": "synthetic-v1"})
     assert (ref, str(ref)) == (MaskRef("org/m", "abc", 1), "org/m@1")
     shown = reg.show("org/m", 1)
-    m = shown["manifest"]
-    stored = reg.store.get(m["mask_key"])
-    assert m["mask_sha256"] == hashlib.sha256(stored).hexdigest() == mask.sha256()
-    assert (m["model_id"], m["model_hash"], m["ratio"], m["align"], m["sink"], m["recent"]) == ("org/m", "abc", 0.125, 16, 4, 8)
-    assert m["training_config"] == {"lr": 0.01} and m["data_recipe"] == "synthetic-v1"
-    assert m["code_version"] and m["created"]
-    assert shown["status"] == "candidate" and shown["reports"] == []
+    m = shown.manifest
+    stored = reg.store.get(m.mask_key)
+    assert m.mask_sha256 == hashlib.sha256(stored).hexdigest() == mask.sha256()
+    assert (m.model_id, m.model_hash, m.ratio, m.align, m.sink, m.recent) == ("org/m", "abc", 0.125, 16, 4, 8)
+    assert m.provenance == {"training_config": {"lr": 0.01}, "data_recipe": "synthetic-v1"}
+    assert m.code_version and m.created
+    assert shown.status == Status.CANDIDATE and shown.reports == ()
 
 
 def test_push_refuses_registry_owned_manifest_keys(backend: Backend) -> None:
@@ -49,7 +50,7 @@ def test_push_refuses_registry_owned_manifest_keys(backend: Backend) -> None:
 def test_push_never_overwrites_same_mask_twice_gives_two_versions(backend: Backend) -> None:
     reg = MaskRegistry(backend.url)
     assert [reg.push(make_mask()).version for _ in range(2)] == [1, 2]
-    assert [r["version"] for r in reg.list("org/m")] == [1, 2]
+    assert [r.version for r in reg.list("org/m")] == [1, 2]
 
 
 def _push_from_process(url: str, env: dict[str, str], tag: int, barrier, out) -> None:
@@ -94,7 +95,7 @@ def test_eight_concurrent_pushers_get_eight_distinct_readable_versions(backend: 
 def test_pull_refuses_a_damaged_mask_object(backend: Backend, damage: str) -> None:
     reg = MaskRegistry(backend.url)
     ref = reg.push(make_mask())
-    key = reg.show("org/m", 1)["manifest"]["mask_key"]
+    key = reg.show("org/m", 1).manifest.mask_key
     good = reg.store.get(key)
     bad = make_mask(tag=99).to_bytes() if damage == "tampered" else good[: len(good) // 2]
     backend.overwrite(key, bad)
@@ -169,11 +170,11 @@ def test_a_failed_upload_never_becomes_a_version(backend: Backend, fail_on: str)
 def test_pull_returns_newest_accepted_never_candidate_or_rejected(backend: Backend) -> None:
     reg = MaskRegistry(backend.url)
     refs = [reg.push(make_mask(tag=t)) for t in range(4)]
-    reg.accept(refs[0], passing_report(reg, refs[0]))
-    reg.accept(refs[1], passing_report(reg, refs[1]))
-    reg.reject(refs[3], passing_report(reg, refs[3], passed=False))
+    judge(reg, refs[0])
+    judge(reg, refs[1])
+    judge(reg, refs[3], passed=False)
     assert reg.pull("org/m").extra == {"tag": 1}
-    assert [r["status"] for r in reg.list("org/m")] == ["accepted", "accepted", "candidate", "rejected"]
+    assert [r.status.value for r in reg.list("org/m")] == ["accepted", "accepted", "candidate", "rejected"]
     for version in (3, 4):
         with pytest.raises(RegistryError, match="not accepted") as err:
             reg.pull("org/m", version)
@@ -192,7 +193,7 @@ def test_pull_with_no_accepted_version_is_refused(backend: Backend) -> None:
 def test_pull_for_a_model_with_another_hash_is_refused(backend: Backend) -> None:
     reg = MaskRegistry(backend.url)
     ref = reg.push(make_mask(model_hash="abc"))
-    reg.accept(ref, passing_report(reg, ref))
+    judge(reg, ref)
     assert reg.pull("org/m", model_hash="abc").model_hash == "abc"
     for version in (None, 1):
         with pytest.raises(RegistryError, match="learned for model hash abc, this model is def") as err:
@@ -203,62 +204,53 @@ def test_pull_for_a_model_with_another_hash_is_refused(backend: Backend) -> None
 def test_pull_by_hash_picks_the_newest_accepted_for_that_hash(backend: Backend) -> None:
     reg = MaskRegistry(backend.url)
     for h in ("abc", "def"):
-        ref = reg.push(make_mask(model_hash=h))
-        reg.accept(ref, passing_report(reg, ref))
+        judge(reg, reg.push(make_mask(model_hash=h)))
     assert reg.pull("org/m", model_hash="abc").model_hash == "abc"
     assert reg.pull("org/m").model_hash == "def"
 
 
-def test_accept_needs_an_existing_passing_report_for_these_bytes(backend: Backend) -> None:
+def test_judge_accepts_on_a_passing_report_for_these_bytes_and_rejects_on_a_failing_one(backend: Backend) -> None:
     reg = MaskRegistry(backend.url)
-    ref = reg.push(make_mask())
-    with pytest.raises(RegistryError, match="there is no report 1"):
-        reg.accept(ref, 1)
-    failing = passing_report(reg, ref, passed=False)
-    with pytest.raises(RegistryError, match="did not pass"):
-        reg.accept(ref, failing)
-    other = reg.attach_report(ref, {"mask_sha256": make_mask(tag=5).sha256(), "passed": True})
-    with pytest.raises(RegistryError, match="not this version's mask"):
-        reg.accept(ref, other)
-    assert reg.show("org/m", 1)["status"] == "candidate"
-    good = passing_report(reg, ref)
-    assert (failing, other, good) == (1, 2, 3)
-    reg.accept(ref, good)
+    good, bad = reg.push(make_mask(tag=1)), reg.push(make_mask(tag=2))
+    with pytest.raises(ValueError, match="not org/m@1's mask") as err:
+        reg.judge(good, report_for(make_mask(tag=5)))
+    one_line(err)
+    assert reg.show("org/m", 1).status == Status.CANDIDATE and reg.show("org/m", 1).reports == ()
+    first = judge(reg, good)
+    assert (first.report_id, first.status, first.decided_now) == (1, Status.ACCEPTED, True)
+    assert judge(reg, bad, passed=False).status == Status.REJECTED
     shown = reg.show("org/m", 1)
-    assert shown["status"] == "accepted" and shown["decision"]["report_id"] == 3
-    assert [r["id"] for r in shown["reports"]] == [1, 2, 3]
+    assert shown.decision.report_id == 1 and [n for n, _ in shown.reports] == [1]
 
 
 @pytest.mark.parametrize("forged", [
-    {"status": "accepted"},
-    {"status": "accepted", "report_id": 1},  # cites the failing report
+    {"status": "accepted"},                  # no report cited
+    {"status": "accepted", "report_id": 1, "mask_sha256": "x", "decided": "now"},  # cites the failing report
+    ["accepted"],                            # valid JSON, wrong shape
+    "accepted",
 ])
-def test_an_accepted_status_written_behind_the_registrys_back_is_refused(backend: Backend, forged: dict) -> None:
+def test_an_accepted_status_written_behind_the_registrys_back_is_never_served(backend: Backend, forged) -> None:
     reg = MaskRegistry(backend.url)
     ref = reg.push(make_mask())
-    passing_report(reg, ref, passed=False)
+    reg.push(make_mask(tag=1))
+    reg._attach(ref, report_for(make_mask(), passed=False))
     assert reg.store.create("org/m/versions/000001/status.json", json.dumps(forged).encode())
-    for call in (lambda: reg.pull("org/m"), lambda: reg.pull("org/m", 1), lambda: reg.list("org/m")):
-        with pytest.raises(RegistryError, match="marked accepted but .* the registry is damaged") as err:
-            call()
-        one_line(err)
+    with pytest.raises(DamagedRecord, match="damaged|not a JSON object|missing") as err:
+        reg.pull("org/m", 1)
+    one_line(err)
+    with pytest.raises(RegistryError, match="no accepted version"):
+        reg.pull("org/m")
+    listed = reg.list("org/m")  # the damaged version is listed as such; the healthy one is not hidden
+    assert [(r.version, r.status) for r in listed] == [(1, None), (2, Status.CANDIDATE)] and listed[0].damaged
 
 
 def test_a_decision_is_final(backend: Backend) -> None:
     reg = MaskRegistry(backend.url)
     ref = reg.push(make_mask())
-    reg.reject(ref, passing_report(reg, ref, passed=False))
-    with pytest.raises(RegistryError, match="already rejected"):
-        reg.accept(ref, passing_report(reg, ref))
-    assert reg.show("org/m", 1)["status"] == "rejected"
-
-
-def test_reports_must_carry_sha_and_verdict(backend: Backend) -> None:
-    reg = MaskRegistry(backend.url)
-    ref = reg.push(make_mask())
-    for report in ({"passed": True}, {"mask_sha256": make_mask().sha256(), "passed": "yes"}, ["passed"]):
-        with pytest.raises(ValueError, match="mask_sha256"):
-            reg.attach_report(ref, report)
+    judge(reg, ref, passed=False)
+    again = judge(reg, ref)
+    assert (again.report_id, again.status, again.decided_now) == (2, Status.REJECTED, False)
+    assert reg.show("org/m", 1).status == Status.REJECTED
 
 
 def test_manifest_must_be_a_dict(backend: Backend) -> None:
@@ -300,3 +292,30 @@ def test_default_registry_is_a_local_directory_in_the_user_cache(monkeypatch: py
     reg = MaskRegistry()
     reg.push(make_mask())
     assert (tmp_path / "elsewhere" / "org" / "m" / "versions" / "000001" / "manifest.json").is_file()
+
+
+def test_a_manifest_copied_to_another_model_id_is_refused_and_the_copy_stays_unpullable(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    judge(reg, ref)
+    reg.push(make_mask(model_id="org/other"))
+    for name in ("manifest.json", "status.json", "reports/0001.json"):
+        backend.overwrite(f"org/other/versions/000002/{name}", reg.store.get(f"org/m/versions/000001/{name}"))
+    with pytest.raises(DamagedRecord, match="copied from elsewhere") as err:
+        reg.pull("org/other", 2)
+    one_line(err)
+    with pytest.raises(RegistryError, match="no accepted version"):
+        reg.pull("org/other")
+    assert [r.status for r in reg.list("org/other")] == [Status.CANDIDATE, None]
+
+
+@pytest.mark.parametrize("damage", [b"[1, 2]", b"{}", b'{"model_id": "org/m"}', b"not json"])
+def test_a_damaged_manifest_is_listed_as_damaged_without_hiding_healthy_versions(backend: Backend, damage: bytes) -> None:
+    reg = MaskRegistry(backend.url)
+    for tag in range(3):
+        judge(reg, reg.push(make_mask(tag=tag)))
+    backend.overwrite("org/m/versions/000003/manifest.json", damage)
+    rows = reg.list("org/m")
+    assert [r.status for r in rows] == [Status.ACCEPTED, Status.ACCEPTED, None]
+    assert rows[2].damaged and "\n" not in rows[2].damaged
+    assert reg.pull("org/m").extra == {"tag": 1}  # newest healthy accepted version

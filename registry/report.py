@@ -1,19 +1,22 @@
-"""The validation report and the accuracy gate: the only path from candidate to accepted.
+"""The validation report: the evidence a version is judged on (``MaskRegistry.judge``).
 
-A report is plain JSON (stored in the registry next to the exact mask version it judges,
-identified by the mask's sha256). Accuracies are in points (0–100). The gate passes when the
+A report is plain JSON, stored in the registry next to the exact mask version it judges and
+identified by that mask's sha256. Accuracies are in points (0–100). The gate passes when the
 masked run's mean accuracy is at most ``max_mean_drop`` points below the full run's and no
-task × length cell drops by more than ``max_cell_drop`` points.
+task × length cell drops by more than ``max_cell_drop`` points. Validation jobs build reports
+(:meth:`Report.build`); the registry reads them back through :meth:`Report.from_json`, which
+refuses anything that is not a well-formed report.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .records import DamagedRecord, dump_json, parse_json_object
 
 REPORT_FORMAT = "leank-validation-report/1"
 
@@ -86,15 +89,26 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_json(self) -> bytes:
+        return dump_json(self.to_dict())
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Report":
-        if data.get("format") != REPORT_FORMAT:
-            raise ValueError(f"not a {REPORT_FORMAT} report")
-        return cls(**data)
+    def from_json(cls, data: bytes, where: str) -> "Report":
+        """Parse stored bytes; DamagedRecord (one line) for anything but a well-formed report."""
+        d = parse_json_object(data, where)
+        if d.get("format") != REPORT_FORMAT:
+            raise DamagedRecord(f"{where} is not a {REPORT_FORMAT} report")
+        names = {f.name for f in fields(cls)}
+        if set(d) != names:
+            raise DamagedRecord(f"{where}: report fields {sorted(set(d) ^ names)} are missing or unknown")
+        for name, kind in _FIELD_TYPES.items():
+            if not isinstance(d[name], kind) or isinstance(d[name], bool) != (kind is bool):
+                raise DamagedRecord(f"{where}: report field {name!r} is not {kind.__name__}")
+        return cls(**d)
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        path.write_bytes(self.to_json())
         return path
 
     def summary(self) -> str:
@@ -103,27 +117,5 @@ class Report:
         return f"mean accuracy: {means} -> {verdict}"
 
 
-def plot_report(report: Report, path: Path) -> Path:
-    """Accuracy vs context length per run (mean over tasks), one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for run, cells in report.accuracy.items():
-        by_length: dict[int, list[float]] = defaultdict(list)
-        for cell, acc in cells.items():
-            by_length[int(cell.rsplit("@", 1)[1])].append(acc)
-        lengths = sorted(by_length)
-        ax.plot(lengths, [sum(by_length[n]) / len(by_length[n]) for n in lengths], marker="o", label=run)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("accuracy (points, mean over tasks)")
-    ax.set_ylim(-2, 102)
-    ax.set_title(f"{report.model_id}: {'PASS' if report.passed else 'FAIL'}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+_FIELD_TYPES = {"model_id": str, "model_hash": str, "mask_sha256": str, "accuracy": dict, "mean": dict, "deltas": dict,
+                "passed": bool, "reasons": list, "gate": dict, "memory": dict, "tokens_per_s": dict, "settings": dict}

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from pipelines.report import Gate, Report, plot_report
+from pipelines.plot import plot_report
+from registry import DamagedRecord, Gate, Report
 
 
 def rows(full: dict, masked: dict) -> list[dict]:
@@ -51,8 +52,19 @@ def test_runs_must_cover_the_same_cells():
 
 def test_report_round_trips_through_json(tmp_path):
     r = build({"passkey@512": [1, 0]}, {"passkey@512": [1, 1]})
-    loaded = Report.from_dict(json.loads(r.save(tmp_path / "r.json").read_text()))
+    loaded = Report.from_json(r.save(tmp_path / "r.json").read_bytes(), "r.json")
     assert loaded == r
-    with pytest.raises(ValueError, match="report"):
-        Report.from_dict({"format": "other"})
     assert plot_report(r, tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ({"format": "other"}, "not a leank-validation-report/1 report"),
+    ({"passed": "yes"}, "field 'passed' is not bool"),
+    ({"mean": [1]}, "field 'mean' is not dict"),
+    ({"extra_field": 1}, "missing or unknown"),
+])
+def test_a_damaged_report_is_refused_with_one_line(damage, needle):
+    good = build({"passkey@512": [1]}, {"passkey@512": [1]}).to_dict()
+    with pytest.raises(DamagedRecord, match=needle) as err:
+        Report.from_json(json.dumps({**good, **damage}).encode(), "r.json")
+    assert "\n" not in str(err.value)
