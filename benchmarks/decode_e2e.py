@@ -39,6 +39,7 @@ import json
 import math
 import statistics
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -46,8 +47,10 @@ from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig, Qwen2C
 
 from bandwidth import copy_bandwidth, elapsed_ms
 from cache_memory import StepClock
-from leank_core.adapters import adapter_for
-from leank_core.cache import LeanKCache, apply, cache_kwargs
+from leank_core.adapters import architecture_of
+from leank_core.cache import LeanKCache
+from leank_core.compat import cache_kwargs
+from leank_core.hook import applied
 from leank_core.engine import LeanKEngine
 from leank_core.engine.engine import DENSE_WINDOW
 from leank_core.engine.storage import bytes_per_sequence
@@ -100,7 +103,7 @@ def build_model(name: str, smoke: bool, device: torch.device) -> torch.nn.Module
 
 def build_mask(name: str, model: torch.nn.Module, smoke: bool, mask_dir: Path) -> LeanKMask:
     if smoke:
-        shape = adapter_for(model).mask_shape
+        shape = architecture_of(model).mask_shape
         importance = torch.rand(shape, generator=torch.Generator().manual_seed(0))
         return LeanKMask.from_importance(importance, 0.7, 16, SMOKE_SINK, SMOKE_RECENT)
     return LeanKMask.from_reference_file(mask_dir / SHAPES[name][2], sink=SINK, recent=RECENT)
@@ -116,7 +119,7 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 def kv_bytes(model: torch.nn.Module, mask: LeanKMask | None, batch: int, tokens: int) -> int:
     """K/V bytes one decode step reads at ``tokens`` tokens: dense, or LeanK's window + compact middle."""
-    layers, hkv, d = adapter_for(model).mask_shape
+    layers, hkv, d = architecture_of(model).mask_shape
     item = model.dtype.itemsize
     if mask is None:
         return 2 * layers * batch * hkv * tokens * d * item
@@ -137,7 +140,7 @@ def fill_random(engine: LeanKEngine, batch: int, tokens: int) -> None:
 
 
 def random_kv(model: torch.nn.Module, batch: int, tokens: int) -> torch.Tensor:
-    _, hkv, d = adapter_for(model).mask_shape
+    _, hkv, d = architecture_of(model).mask_shape
     return torch.randn(batch, hkv, tokens, d, device=model.device, dtype=model.dtype)
 
 
@@ -157,14 +160,15 @@ def static_cache(model, mask, batch, tokens, max_len):
 
 
 def leank_cache(model, mask, batch, tokens, max_len):
-    apply(model, mask, allow_hash_mismatch=True)
+    """A LeanKCache holding ``tokens`` random tokens: each layer's first update + attention call stores and
+    compacts them exactly as a prompt's would (one random query token instead of the prompt's queries)."""
     cache = LeanKCache(mask, model.config)
     kv = random_kv(model, batch, tokens)
-    heads, d = adapter_for(model).num_heads, kv.shape[-1]
+    heads, d = architecture_of(model).num_heads, kv.shape[-1]
     query = torch.randn(batch, heads, 1, d, device=model.device, dtype=model.dtype)
-    for layer, decoder_layer in zip(cache.layers, model.base_model.layers):
-        layer.update(kv, kv)  # the first attention call stores (and compacts) what update handed it
-        layer.attend(decoder_layer.self_attn, query, None, d**-0.5)
+    for index, decoder_layer in enumerate(model.base_model.layers):
+        cache.update(kv, kv, index)
+        cache.attend(decoder_layer.self_attn, query, kv, kv, None, d**-0.5)
     return cache
 
 
@@ -176,14 +180,15 @@ CACHES: dict[str, Callable] = {"hf_dynamic": dynamic_cache, "hf_static_compile":
 def generate_ms(model, variant, mask, batch, tokens, steps, warmup) -> float:
     """Mean ms per step of ``generate`` over the last ``steps`` of ``warmup + steps`` new tokens."""
     new = warmup + steps
-    cache = CACHES[variant](model, mask, batch, tokens, tokens + new + 2)
-    ids = torch.randint(3, model.config.vocab_size, (batch, tokens + 1), device=model.device)
+    hooked = applied(model, mask, allow_hash_mismatch=True) if variant == "leank_cache_generate" else nullcontext()
     clock = StepClock()
     try:
-        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=False, pad_token_id=0,
-                       streamer=clock, **cache_kwargs(model, cache))
+        with hooked:
+            cache = CACHES[variant](model, mask, batch, tokens, tokens + new + 2)
+            ids = torch.randint(3, model.config.vocab_size, (batch, tokens + 1), device=model.device)
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=False,
+                           pad_token_id=0, streamer=clock, **cache_kwargs(model, cache))
     finally:
-        model.set_attn_implementation("sdpa")  # leank_cache installed the LeanK hook; the others use plain SDPA
         if variant == "hf_static_compile":
             release_compiled(model)
     intervals = [b - a for a, b in zip(clock.times, clock.times[1:])][-steps:]
@@ -216,11 +221,11 @@ def needed_bytes(model, variant, mask, batch, tokens, max_len) -> int:
     """What a cell allocates beside the weights (storage + the largest transient), to skip cells that cannot fit."""
     dense_layer = kv_bytes(model, None, batch, tokens) // model.config.num_hidden_layers
     if variant in ("dense_engine", "leank_engine"):
-        layer_masks = mask.mask if variant == "leank_engine" else torch.ones(adapter_for(model).mask_shape, dtype=bool)
+        layer_masks = mask.kept if variant == "leank_engine" else torch.ones(architecture_of(model).mask_shape, dtype=bool)
         sink, recent = (mask.sink, mask.recent) if variant == "leank_engine" else DENSE_WINDOW
         return batch * bytes_per_sequence(layer_masks, sink, recent, max_len, model.dtype.itemsize)
     if variant == "leank_cache_generate":
-        group = adapter_for(model).num_heads // adapter_for(model).num_kv_heads
+        group = architecture_of(model).num_heads // architecture_of(model).num_kv_heads
         return kv_bytes(model, mask, batch, max_len) + (1 + group) * dense_layer
     return kv_bytes(model, None, batch, max_len) + 2 * dense_layer
 
@@ -253,10 +258,10 @@ def capacity(model, name, mask, args, copy_bw) -> dict:
     tokens = args.capacity_tokens
     max_len = tokens + args.warmup + args.steps + 2
     room = args.budget_gib * 2**30 - sum(p.nbytes for p in model.parameters()) - RESERVE
-    shape = adapter_for(model).mask_shape
+    shape = architecture_of(model).mask_shape
     result = {"model": name, "tokens": tokens, "budget_gib": args.budget_gib}
     for variant, layer_masks, (sink, recent) in (("dense_engine", torch.ones(shape, dtype=torch.bool), DENSE_WINDOW),
-                                                  ("leank_engine", mask.mask, (mask.sink, mask.recent))):
+                                                  ("leank_engine", mask.kept, (mask.sink, mask.recent))):
         batch = int(room // bytes_per_sequence(layer_masks, sink, recent, max_len, model.dtype.itemsize))
         record = run_cell(model, name, variant, mask, batch, tokens, args, copy_bw) if batch > 0 else \
             {"skipped": "not even one sequence fits"}

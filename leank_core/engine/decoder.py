@@ -20,18 +20,18 @@ from collections.abc import Callable
 import torch
 from transformers import PreTrainedModel
 
-from leank_core.adapters import adapter_for
+from leank_core.adapters import architecture_of
 
 
 class Decoder:
     """The modules of one supported causal LM (Llama, Qwen2, Mistral) and the shape numbers they imply."""
 
     def __init__(self, model: PreTrainedModel) -> None:
-        adapter = adapter_for(model)
+        architecture = architecture_of(model)
         base = model.base_model
         self.embed, self.layers, self.norm, self.rotary = base.embed_tokens, base.layers, base.norm, base.rotary_emb
         self.lm_head = model.get_output_embeddings()
-        self.heads, self.kv_heads, self.head_dim = adapter.num_heads, adapter.num_kv_heads, adapter.head_dim
+        self.heads, self.kv_heads, self.head_dim = architecture.num_heads, architecture.num_kv_heads, architecture.head_dim
         # The architecture's own RoPE application (rotate-half), from the module that defines its attention.
         self.apply_rope: Callable = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
         norms = [self.norm] + [n for layer in self.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]

@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from leank_core.cache import check_mask_shape
-from leank_core.adapters import adapter_for
+from leank_core.hook import check_mask_shape
+from leank_core.adapters import architecture_of
 from leank_core.engine.decode_step import decode_logits
 from leank_core.engine.decoder import Decoder
 from leank_core.engine.graphs import StepGraphs
@@ -47,7 +47,7 @@ class LeanKEngine:
 
     def __init__(self, model: PreTrainedModel, mask: LeanKMask | None = None, max_batch: int = 8,
                  max_len: int = 8192, prefill_chunk: int = PREFILL_CHUNK) -> None:
-        shape = adapter_for(model).mask_shape
+        shape = architecture_of(model).mask_shape
         if mask is not None:
             check_mask_shape(mask, model)
         if max_batch < 1 or max_len < 2 or prefill_chunk < 1:
@@ -56,7 +56,7 @@ class LeanKEngine:
         self.mask, self.prefill_chunk = mask, prefill_chunk
         self.generation_config = model.generation_config
         device, dtype = model.device, model.dtype
-        layer_masks = mask.mask if mask is not None else torch.ones(shape, dtype=torch.bool)
+        layer_masks = mask.kept if mask is not None else torch.ones(shape, dtype=torch.bool)
         sink, recent = (mask.sink, mask.recent) if mask is not None else DENSE_WINDOW
         self.decoder = Decoder(model)
         self.cache = EngineCache(layer_masks, sink, recent, max_batch, max_len, dtype, device)

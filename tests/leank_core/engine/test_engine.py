@@ -1,4 +1,4 @@
-"""LeanKEngine generates exactly what transformers' generate does (dense or LeanKCache), for every adapter.
+"""LeanKEngine generates exactly what transformers' generate does (dense or LeanKCache), for every supported architecture.
 
 Tensors live on CUDA when there is one (then the Triton kernels and the CUDA graphs run),
 on CPU otherwise (the reference kernels, eagerly).
@@ -10,7 +10,9 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from leank_core.cache import LeanKCache, apply, cache_kwargs
+from leank_core.cache import LeanKCache
+from leank_core.compat import cache_kwargs
+from leank_core.hook import apply
 from leank_core.engine import LeanKEngine
 from leank_core.engine.storage import bytes_per_sequence
 from leank_core.mask import LeanKMask
@@ -130,7 +132,7 @@ def test_sampling_at_a_tiny_temperature_is_greedy_and_a_seed_reproduces_a_sample
 
 def test_bad_requests_are_refused_with_one_line():
     model = no_eos_model()
-    wrong = LeanKMask(mask=torch.ones(3, 2, 16, dtype=torch.bool), sink=4, recent=8, align=4, ratio=0.0)
+    wrong = LeanKMask(kept=torch.ones(3, 2, 16, dtype=torch.bool), sink=4, recent=8, align=4, ratio=0.0)
     with pytest.raises(ValueError, match="does not match"):
         LeanKEngine(model, wrong)
     engine = LeanKEngine(model, None, max_batch=2, max_len=64)
@@ -150,7 +152,7 @@ def test_storage_holds_exactly_the_planned_bytes():
     mask = pruned_mask(model)
     engine = LeanKEngine(model, mask, max_batch=3, max_len=300)
     buffers = sum(t.nbytes for s in engine.cache.layers for t in (s.dense_k, s.dense_v, s.mid_k, s.mid_v))
-    assert buffers == 3 * bytes_per_sequence(mask.mask, SINK, RECENT, 300, 4)
+    assert buffers == 3 * bytes_per_sequence(mask.kept, SINK, RECENT, 300, 4)
     assert engine.cache.nbytes() > buffers
 
 
@@ -197,7 +199,7 @@ def test_smollm2_identity_mask_generates_what_generate_with_a_dynamic_cache_does
     text = " ".join(f"Item {i} is stored in drawer {i * 7 % 31}." for i in range(90))
     ids = tok(text + " The item in drawer 12 is", return_tensors="pt").input_ids.to(DEVICE)
     assert 1000 < ids.shape[1] < 2048
-    mask = LeanKMask(mask=torch.ones(30, 3, 64, dtype=torch.bool), sink=64, recent=256, align=64, ratio=0.0)
+    mask = LeanKMask(kept=torch.ones(30, 3, 64, dtype=torch.bool), sink=64, recent=256, align=64, ratio=0.0)
     expected = hf_greedy(model, ids)[0]
     tokens = LeanKEngine(model, mask, max_batch=1, max_len=ids.shape[1] + NEW).generate(ids, max_new_tokens=NEW)
     assert torch.equal(tokens[0], expected)
