@@ -38,9 +38,9 @@ case $mode in
     ignore=()
     if ! python3 -c "import datasets" 2>/dev/null; then
       ignore=(--ignore=tests/leank_core/tasks)
-      echo "datasets is not importable here (no .carry/engine-wheels): tests/leank_core/tasks left out" | tee "$OUT/pytest_note.txt"
+      echo "datasets is not importable here (carry .carry/engine-wheels to include them): tests/leank_core/tasks left out" | tee "$OUT/pytest_note.txt"
     fi
-    run pytest.log python3 -m pytest -q -ra tests/leank_core "${ignore[@]}" --durations=20
+    run pytest.log python3 -m pytest -q -ra tests/leank_core ${ignore[@]+"${ignore[@]}"} --durations=20
     run decode_e2e_smoke.log python3 benchmarks/decode_e2e.py --out "$OUT/decode_e2e_smoke.json" \
       --models llama-3.1-8b --batches 8 --tokens 32768 --variants dense_engine leank_engine --capacity-tokens 0 --steps 16 ;;
   kernels)
