@@ -433,8 +433,9 @@ def judge(samples: Sequence[PairedSample], policy: GatePolicy = GatePolicy(), lo
     drop, var_of_mean, df = _stratified(diffs)
     mean = _estimate(None, [s for rows in by_cell.values() for s in rows], drop, var_of_mean, df,
                      levels.accept, levels.reject_mean, policy.mean_margin)
-    mean = _replace(mean, **{run: None if getattr(mean, run) is None else math.fsum(getattr(c, run) for c in cells) / len(cells)
-                             for run in RUNS})  # the mean over cells, as the tables show it
+    over_cells = {run: math.fsum(getattr(c, run) for c in cells) / len(cells)  # as the tables show it
+                  for run in RUNS if getattr(mean, run) is not None}
+    mean = _replace(mean, **over_cells)
 
     statuses = [mean.status] + [c.status for c in cells]
     decision = ("accepted" if all(s == "within" for s in statuses)
