@@ -44,7 +44,7 @@ def test_pull_prints_cache_path_or_writes_out(backend: Backend, tmp_path: Path, 
     reg = MaskRegistry(backend.url)
     mask = make_mask()
     ref = reg.push(mask)
-    reg.judge(ref, report_for(mask))
+    reg.judge(ref, report_for(reg, ref))
     assert cli(backend, "pull", "org/m", "--model-hash", "abc") == 0
     cached = Path(capsys.readouterr().out.strip())
     assert cached.read_bytes() == mask.to_bytes()
