@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -318,3 +319,18 @@ def test_a_damaged_manifest_is_listed_as_damaged_without_hiding_healthy_versions
     assert [r.status for r in rows] == [Status.ACCEPTED, Status.ACCEPTED, None]
     assert rows[2].damaged and "\n" not in rows[2].damaged
     assert reg.pull("org/m").extra == {"tag": 1}  # newest healthy accepted version
+
+
+def test_versions_beyond_six_digits_are_listed_judged_and_pulled_in_numeric_order(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    first = reg.push(make_mask(tag=0))
+    manifest = replace(reg.manifest(first), version=999_999)
+    assert reg.store.create("org/m/versions/999999/manifest.json", manifest.to_json())
+    big = reg.push(make_mask(tag=1))
+    assert big.version == 1_000_000
+    assert reg.store.get("org/m/versions/1000000/manifest.json") is not None  # padding stays 6, more digits fit
+    assert [r.version for r in reg.list("org/m")] == [1, 999_999, 1_000_000]
+    judge(reg, first)
+    judge(reg, big)
+    assert reg.pull("org/m").extra == {"tag": 1} and reg.resolve(MaskRef("org/m")).version == 1_000_000
+    assert reg.push(make_mask(tag=2)).version == 1_000_001
