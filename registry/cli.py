@@ -23,7 +23,6 @@ from .gc import DEFAULT_GRACE, collect_garbage
 from .ids import parse_ref
 from .policy import Policy
 from .registry import MaskRegistry
-from .report import MAX_MARGIN
 from .signing import SIGNING_KEY_ENV, check_public_key, default_key_path, generate_key, pins_path
 
 
@@ -83,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     psub = policy.add_subparsers(dest="policy_command", required=True)
     psub.add_parser("show", parents=[common], help="the policy in force (defaults if none was set), as JSON")
     pset = psub.add_parser("set", parents=[common], help="store a new policy: the current one with these changes")
-    pset.add_argument("--max-mean-drop", type=_margin, help="gate: allowed drop of mean accuracy (points)")
-    pset.add_argument("--max-cell-drop", type=_margin, help="gate: allowed drop of any task x length cell (points)")
+    pset.add_argument("--max-mean-drop", type=float, help="gate: allowed drop of mean accuracy (points, 0-100)")
+    pset.add_argument("--max-cell-drop", type=float, help="gate: allowed drop of any task x length cell (points, 0-100)")
     pset.add_argument("--tasks", nargs="*", help="tasks every report must cover (none: any)")
     pset.add_argument("--lengths", type=int, nargs="*", help="context lengths every report must cover (none: any)")
     pset.add_argument("--min-samples", type=int, help="paired samples every task x length cell needs")
@@ -100,27 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _margin(text: str) -> float:
-    value = _finite(text)
-    if not 0 <= value <= MAX_MARGIN:
-        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_MARGIN:g}] accuracy points, got {text}")
-    return value
-
-
 def _hours(text: str) -> float:
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of hours >= 0, got {text!r}")
     return value
 
 

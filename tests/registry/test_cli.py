@@ -136,10 +136,10 @@ def run_cli(backend: Backend, *argv: str) -> int:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["policy", "set", "--max-mean-drop", "nan"], "must be a finite number"),
-    (["policy", "set", "--max-cell-drop", "inf"], "must be a finite number"),
-    (["policy", "set", "--max-cell-drop", "-1"], "must be in [0, 100]"),
-    (["policy", "set", "--max-cell-drop", "1000"], "must be in [0, 100]"),
+    (["policy", "set", "--max-mean-drop", "nan"], "gate margin max_mean_drop must be a finite number"),
+    (["policy", "set", "--max-cell-drop", "inf"], "gate margin max_cell_drop must be a finite number"),
+    (["policy", "set", "--max-cell-drop=-1"], "accuracy points in [0, 100], got -1.0"),
+    (["policy", "set", "--max-cell-drop", "1000"], "accuracy points in [0, 100], got 1000.0"),
     (["policy", "set", "--trust-key", "ssh-ed25519 AAAA"], "not an Ed25519 public key"),
     (["policy", "set", "--tasks", "no_such_task"], "unknown tasks no_such_task"),
     (["policy", "set", "--min-samples", "0"], "min_samples must be an integer >= 1"),
