@@ -140,11 +140,11 @@ def check_target(registry: MaskRegistry, plan: ValidationPlan) -> tuple[Signer, 
         raise UsageError(f"registry {registry.store.url} requires tasks {list(suite.tasks) or 'any'}, lengths "
                          f"{list(suite.lengths) or 'any'}, >= {suite.min_samples} samples per cell; this plan lacks: "
                          f"{'; '.join(missing)}")
-    signer = load_signer()
-    if signer.public_key not in trust.keys:
-        raise UsageError(f"the signing key {signer.source} ({signer.public_key}) is not trusted by registry "
-                         f"{registry.store.url}{' or not pinned by you' if trust.pinned else ''}; its owner runs: "
-                         f"leank registry policy set --trust-key {signer.public_key}")
+    signer = load_signer(create=True)
+    if signer.public_key not in registry.trust().keys:  # again: a key made just now is this reader's own
+        raise UsageError(f"the signing key {signer.source} ({signer.public_key}) is not among {trust.whose} of "
+                         f"registry {registry.store.url}; its owner runs: leank registry policy set --trust-key "
+                         f"{signer.public_key}")
     return signer, gate
 
 

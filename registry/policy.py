@@ -3,9 +3,9 @@
 The policy belongs to the registry, not to whoever runs validation: it is stored at the
 registry root (``registry/layout.py``), written only by ``leank registry policy set``, and read
 and checked on every judge and every read of an accepted version. A registry with no policy
-uses :data:`DEFAULT_POLICY` (documented in docs/trust.md): the default gate, at least four
-samples per task × length cell, and no trusted key — so nothing is accepted until its owner
-trusts a validator's key.
+uses :data:`DEFAULT_POLICY` (documented in docs/trust.md): the default gate, at least two
+samples per task × length cell (the smallest recipe here uses two), and no keys of its own —
+then each reader trusts only its own validator key and the keys it pins.
 
 The verdict on a report is re-derived here from the report's per-sample pairs, under the
 stricter of the policy's gate and the gate the report was signed with (a validator may only
@@ -33,7 +33,7 @@ class Suite:
 
     tasks: tuple[str, ...] = ()
     lengths: tuple[int, ...] = ()
-    min_samples: int = 4
+    min_samples: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))

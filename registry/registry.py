@@ -44,7 +44,7 @@ from .ids import MaskRef, check_model_id
 from .policy import DEFAULT_POLICY, Policy, sample_counts
 from .records import DamagedRecord, Decision, Manifest, Status
 from .report import SignedReport
-from .signing import pinned_keys, short
+from .signing import own_public_key, pinned_keys, short
 from .store import open_store
 
 
@@ -75,15 +75,16 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class Trust:
-    """What one reader trusts in one registry: its policy, and the policy's keys this reader pins.
+    """What one reader trusts in one registry: its policy, and the report-signing keys it accepts.
 
-    ``problem`` is set (and ``policy`` None) when the stored policy is damaged; then nothing
-    that needs the policy can be decided or served.
+    ``whose`` says where the keys come from (for messages). ``problem`` is set (and
+    ``policy`` None) when the stored policy is damaged; then nothing that needs the policy
+    can be decided or served.
     """
 
     policy: Policy | None
     keys: frozenset[str]
-    pinned: bool
+    whose: str
     problem: str | None = None
 
     def require(self) -> Policy:
@@ -195,14 +196,21 @@ class MaskRegistry:
                 return new
 
     def trust(self) -> Trust:
-        """The policy and the keys this reader trusts: the policy's, or with pins, the pinned ones among them."""
+        """The policy and the keys this reader trusts (docs/trust.md): the policy's keys, or with
+        pins, the pinned ones among them; a registry without a policy: the reader's pinned keys
+        and its own validator key."""
         pins = pinned_keys()
+        if not self._policy_numbers():
+            own = own_public_key()
+            return Trust(DEFAULT_POLICY, (pins or frozenset()) | ({own} if own else frozenset()),
+                         "this reader's own and pinned keys (the registry has no policy)")
         try:
             policy = self.policy()
         except DamagedRecord as e:
-            return Trust(None, frozenset(), pins is not None, problem=f"{e}; its owner runs leank registry policy set")
-        keys = frozenset(policy.trusted_keys)
-        return Trust(policy, keys if pins is None else keys & pins, pins is not None)
+            return Trust(None, frozenset(), "", problem=f"{e}; its owner runs leank registry policy set")
+        if pins is None:
+            return Trust(policy, frozenset(policy.trusted_keys), "the registry policy's keys")
+        return Trust(policy, frozenset(policy.trusted_keys) & pins, "the registry policy's keys this reader pins")
 
     def _policy_numbers(self) -> list[int]:
         return sorted(int(m.group("number")) for k in self.store.list(layout.POLICY_DIR)
@@ -484,8 +492,7 @@ class MaskRegistry:
     def _report_problem(self, ref: MaskRef, manifest: Manifest, signed: SignedReport, trust: Trust) -> str | None:
         """Why ``signed`` is no evidence about ``ref``'s version for this reader, or None if it is."""
         if signed.key not in trust.keys:
-            whose = "the registry policy's keys this reader pins" if trust.pinned else "the registry policy"
-            return (f"it is signed by key {short(signed.key)}, which is not among {whose}"
+            return (f"it is signed by key {short(signed.key)}, which is not among {trust.whose}"
                     f" ({', '.join(map(short, sorted(trust.keys))) or 'none'})")
         if not signed.signature_ok():
             return "its signature does not match its content (edited after signing)"

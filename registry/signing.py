@@ -1,12 +1,13 @@
 """Ed25519 keys that sign validation reports, and the keys a reader trusts (docs/trust.md).
 
-A validator holds a private key (a PEM file made by ``leank registry keygen``, path in
-``$LEANK_SIGNING_KEY`` or the default below; never stored in a registry). Public keys are
-text, ``ed25519:<base64 of the 32 raw bytes>``, so they can be listed in a registry's policy
-and pinned by readers: ``$LEANK_TRUSTED_KEYS`` (whitespace or comma separated) or the file
-``trusted_keys`` in the user config directory (one key a line, ``#`` comments). A reader
-that pins keys trusts only the policy's keys that it also pins, so whoever can write the
-bucket cannot add a key for that reader.
+A validator holds a private key (a PEM file made by ``leank registry keygen``, or on first
+use of ``leank validate``; path in ``$LEANK_SIGNING_KEY`` or the default below; never stored
+in a registry). Public keys are text, ``ed25519:<base64 of the 32 raw bytes>``, so they can
+be listed in a registry's policy and pinned by readers: ``$LEANK_TRUSTED_KEYS`` (whitespace
+or comma separated) or the file ``trusted_keys`` in the user config directory (one key a
+line, ``#`` comments). A reader that pins keys trusts only the policy's keys that it also
+pins, so whoever can write the bucket cannot add a key for that reader. A registry without
+a policy defers to the reader: its pinned keys and its own validator key.
 
 ``cryptography`` is imported only when a key is made, loaded or checked, so reading masks
 and validating local files work without it.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import sys
 from pathlib import Path
 
 SIGNING_KEY_ENV = "LEANK_SIGNING_KEY"
@@ -103,10 +105,25 @@ def generate_key(path: Path) -> Signer:
     return Signer(key, str(path))
 
 
-def load_signer(path: str | Path | None = None) -> Signer:
-    """The validator's key: ``path``, else ``$LEANK_SIGNING_KEY``, else :func:`default_key_path`."""
+def signing_key_path() -> Path:
+    """Where this process's validator key is: ``$LEANK_SIGNING_KEY``, else :func:`default_key_path`."""
+    return Path(os.environ.get(SIGNING_KEY_ENV) or default_key_path()).expanduser()
+
+
+def load_signer(path: str | Path | None = None, create: bool = False) -> Signer:
+    """The validator's key: ``path``, else :func:`signing_key_path`.
+
+    ``create``: if neither ``path`` nor ``$LEANK_SIGNING_KEY`` is given and the default key
+    does not exist yet, make it (first use; said on stderr), so a single user's own flow needs
+    no set-up. A key named explicitly must exist.
+    """
     _, serialization, ed25519 = _crypto()
-    where = Path(path or os.environ.get(SIGNING_KEY_ENV) or default_key_path()).expanduser()
+    where = Path(path).expanduser() if path else signing_key_path()
+    if create and not path and not os.environ.get(SIGNING_KEY_ENV) and not where.exists():
+        signer = generate_key(where)
+        print(f"leank: created your report-signing key {where}; public key {signer.public_key} (a registry with "
+              "a policy must trust it: leank registry policy set --trust-key …)", file=sys.stderr)
+        return signer
     try:
         data = where.read_bytes()
     except FileNotFoundError:
@@ -121,6 +138,11 @@ def load_signer(path: str | Path | None = None) -> Signer:
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ValueError(f"{where} is not an unencrypted Ed25519 private key (PEM); make one with leank registry keygen")
     return Signer(key, str(where))
+
+
+def own_public_key() -> str | None:
+    """The public key of this user's validator key, if there is one (a registry without a policy trusts it)."""
+    return load_signer().public_key if signing_key_path().exists() else None
 
 
 def verify(public_key: str, data: bytes, signature: str) -> bool:

@@ -138,7 +138,7 @@ def test_a_missing_or_untrusted_signing_key_stops_before_any_work(judged_registr
     assert validate(argv) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and "no report-signing key at" in lines[0]
-    assert "is not trusted by registry" in lines[1] and "policy set --trust-key ed25519:" in lines[1]
+    assert "is not among the registry policy's keys" in lines[1] and "policy set --trust-key ed25519:" in lines[1]
     assert not (tmp_path / "out").exists() and registry.show(MODEL_ID, 1).reports == ()
 
 
@@ -151,3 +151,20 @@ def test_bad_mask_files_and_config_values_are_one_line_exit_2(tmp_path, capsys):
     assert validate(["--config", str(tmp_path / "job.yaml"), "--mask", "x.safetensors"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and "cannot read mask" in lines[0] and "model must be a string, got 12" in lines[1]
+
+
+def test_first_use_makes_the_validator_key_which_a_registry_without_policy_trusts(tmp_path, monkeypatch, capsys):
+    """No $LEANK_SIGNING_KEY and no key yet: validation makes the default key (0600) and can judge with it."""
+    from pipelines.validate import ValidationPlan, check_target
+    from registry.signing import default_key_path
+
+    for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    for name in (SIGNING_KEY_ENV, TRUSTED_KEYS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    plan = ValidationPlan(("passkey",), (512,), 2, 0, 0, False, {}, None, None, tmp_path / "out")
+    signer, gate = check_target(MaskRegistry(str(tmp_path / "registry")), plan)
+    assert signer.source == str(default_key_path()) and (default_key_path().stat().st_mode & 0o077) == 0
+    assert "created your report-signing key" in capsys.readouterr().err
+    assert check_target(MaskRegistry(str(tmp_path / "registry")), plan)[0].public_key == signer.public_key
+    assert gate == Policy().gate

@@ -55,7 +55,7 @@ def test_policy_round_trips_and_the_defaults_trust_no_key() -> None:
     policy = Policy(Gate(0.5, 2.0), Suite(("passkey",), (1024, 2048), 8), (KEY, KEY))
     assert policy.trusted_keys == (KEY,)
     assert Policy.from_json(policy.to_json(), "p") == policy
-    assert DEFAULT_POLICY == Policy(Gate(1.0, 5.0), Suite((), (), 4), ())
+    assert DEFAULT_POLICY == Policy(Gate(1.0, 5.0), Suite((), (), 2), ())
     with pytest.raises(ValueError, match="not an Ed25519 public key"):
         Policy(trusted_keys=("ssh-ed25519 AAAA",))
 
@@ -84,5 +84,5 @@ def test_verdict_is_recomputed_from_the_pairs_not_read_from_the_report() -> None
     assert failing.passed  # the caller's gate let it through
     passed, reasons = Policy().verdict(failing)
     assert not passed and reasons[0].startswith("mean accuracy 0.0 < full 100.0 - 1.0")
-    short = Report.build(score_rows(samples=2), "sha", "org/m", "h", Gate(), memory={}, settings={})
-    assert Policy().verdict(short) == (False, ["required suite not covered: passkey@512: 2 of 4 samples"])
+    short = Report.build(score_rows(samples=1), "sha", "org/m", "h", Gate(), memory={}, settings={})
+    assert Policy().verdict(short) == (False, ["required suite not covered: passkey@512: 1 of 2 samples"])

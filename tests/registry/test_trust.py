@@ -193,14 +193,24 @@ def test_judge_refuses_a_report_that_does_not_cover_the_required_suite(backend: 
     assert reg.show("org/m", 1).reports == () and reg.show("org/m", 1).status == Status.CANDIDATE
 
 
-def test_a_registry_without_policy_trusts_no_key(bare_backend: Backend) -> None:
-    """The documented default: nothing is accepted until the owner trusts a validator's key."""
+def test_a_registry_without_policy_trusts_only_the_readers_own_and_pinned_keys(
+        bare_backend: Backend, signer, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented default: no policy, no keys of its own; each reader trusts its own validator key
+    ($LEANK_SIGNING_KEY here) and the keys it pins, and nothing a bucket writer brings."""
     reg = MaskRegistry(bare_backend.url)
     assert reg.policy() == Policy()
-    ref = reg.push(make_mask())
-    with pytest.raises(ValueError, match=r"not among the registry policy \(none\)") as err:
-        reg.judge(ref, report_for(reg, ref, rows=score_rows(samples=4)))
-    one_line(err)
+    mine, pinned, foreign = (reg.push(make_mask(tag=t)) for t in range(3))
+    intruder, colleague = generate_key(tmp_path / "intruder.key"), generate_key(tmp_path / "colleague.key")
+    with pytest.raises(ValueError, match=r"not among this reader's own and pinned keys \(the registry has no policy\)"):
+        reg.judge(foreign, report_for(reg, foreign, signer=intruder))
+    assert reg.judge(mine, report_for(reg, mine)).status == Status.ACCEPTED
+    monkeypatch.setenv(TRUSTED_KEYS_ENV, colleague.public_key)
+    assert reg.judge(pinned, report_for(reg, pinned, signer=colleague)).status == Status.ACCEPTED
+    assert [r.status for r in reg.list("org/m")] == [Status.ACCEPTED, Status.ACCEPTED, Status.CANDIDATE]
+    monkeypatch.delenv("LEANK_SIGNING_KEY")  # a reader with no key of its own and no pins trusts nothing
+    monkeypatch.delenv(TRUSTED_KEYS_ENV)
+    with pytest.raises(RegistryError, match="no accepted version"):
+        reg.pull("org/m")
 
 
 def test_removing_a_key_withdraws_every_acceptance_it_signed(backend: Backend, signer) -> None:
