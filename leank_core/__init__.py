@@ -11,12 +11,14 @@ from leank_core.hook import apply, applied
 from leank_core.mask import LeanKMask, quantize_importance
 from leank_core.memory import CacheMemory, cache_memory, memory_report
 from leank_core.model_hash import model_hash
+from leank_core.pull import MaskSource, pull_and_apply
 
 __all__ = [
     "Architecture",
     "CacheMemory",
     "LeanKCache",
     "LeanKMask",
+    "MaskSource",
     "apply",
     "applied",
     "architecture_of",
@@ -24,5 +26,6 @@ __all__ = [
     "cache_memory",
     "memory_report",
     "model_hash",
+    "pull_and_apply",
     "quantize_importance",
 ]

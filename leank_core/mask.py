@@ -35,6 +35,12 @@ def check_ratio_align(ratio: float, align: int, head_dim: int) -> None:
         )
 
 
+def check_window(sink: int, recent: int) -> None:
+    """Reject sink / recent sizes that leave no dense window (the query's own token must stay dense)."""
+    if sink < 0 or recent < 1:
+        raise ValueError(f"sink must be >= 0 and recent >= 1, got sink={sink} recent={recent}")
+
+
 def quantize_importance(alpha: torch.Tensor, ratio: float, align: int) -> torch.Tensor:
     """Stage-2 quantisation of importance scores into a binary aligned mask.
 
@@ -87,8 +93,7 @@ class LeanKMask:
             if self.importance.shape != self.kept.shape:
                 raise ValueError("importance must have the same shape as the mask")
             object.__setattr__(self, "importance", self.importance.detach().to("cpu", torch.float32).contiguous())
-        if self.sink < 0 or self.recent < 1:
-            raise ValueError(f"sink must be >= 0 and recent >= 1, got sink={self.sink} recent={self.recent}")
+        check_window(self.sink, self.recent)
         if not isinstance(self.align, int) or self.align < 1:
             raise ValueError(f"align must be a positive integer, got {self.align!r}")
         if not (isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio <= 1.0):  # NaN fails too

@@ -1,8 +1,9 @@
-"""Learning the mask: importance α, the distillation loss, and a plain two-stage loop.
+"""Learning the mask: importance α, the distillation loss, the step schedule, and a plain loop.
 
 The model stays frozen; only α (``[L, H_kv, D]``, initialised to 1) is trained. For one
 sample (prompt + gold answer) the prompt is prefilled once with ordinary full attention
-and no gradient; the answer tokens are then run twice over copies of that KV cache:
+and no gradient (:func:`leank_core.kv_snapshot.prefill`); the answer tokens are then run
+twice over that KV snapshot, which both passes read in place:
 
 * teacher: full keys everywhere (LeanK semantics with weights ``None``);
 * student: middle keys scaled channel-wise by α (stage 1) or by the binary mask with a
@@ -12,9 +13,14 @@ and no gradient; the answer tokens are then run twice over copies of that KV cac
 Loss = MSE of the final hidden states over the answer positions + λ·mean|α| (stage 1 only).
 The context is prefilled with dense attention because that is what inference does (the
 cache compacts only after prefill), so training optimises exactly the inference semantics.
+Memory is the weights + one KV snapshot + O(answer tokens): the passes attend with
+:mod:`leank_core.continuation_attention`, which keeps no score matrix over the context.
 
-``compute_loss`` is the one step function: :func:`learn_mask` drives it with Adam here, and
-the distributed job drives the same function under DeepSpeed.
+``compute_loss`` is the one step function and :func:`schedule` the one step plan: a step
+averages the loss over a global batch of ``batch_size`` samples. :func:`learn_mask` drives
+them with :class:`ClampedAdam` here; the distributed job drives the same functions under
+DeepSpeed, its workers splitting each step's batch, so one worker and several compute the
+same α (up to the order of float sums).
 """
 
 from __future__ import annotations
@@ -26,18 +32,23 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
 from leank_core.adapters import architecture_of
-from leank_core.attention import masked_attention
+from leank_core.compat import forward_with_cache
 from leank_core.hook import install
-from leank_core.mask import LeanKMask, check_ratio_align, quantize_importance
+from leank_core.kv_snapshot import ContinuationCache, KVSnapshot, prefill
+from leank_core.mask import LeanKMask, check_ratio_align, check_window, quantize_importance
 from leank_core.model_hash import model_hash
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of both stages (docs/design.md §1; defaults sized for small models)."""
+    """Hyper-parameters of both stages (docs/design.md §1; defaults sized for small models).
+
+    ``batch_size`` samples make one step's loss (their mean): the reference recipe uses 1; a
+    job with several workers needs a multiple of its worker count, each worker taking its share.
+    """
 
     ratio: float = 0.7
     align: int = 16
@@ -49,32 +60,57 @@ class TrainConfig:
     stage2_lr: float = 0.01
     l1: float = 0.06
     seed: int = 0
+    batch_size: int = 1
 
     def check(self, head_dim: int) -> None:
         """Raise a one-line ValueError for settings that cannot produce a mask."""
         check_ratio_align(self.ratio, self.align, head_dim)
-        if self.sink < 0 or self.recent < 1:
-            raise ValueError(f"sink must be >= 0 and recent >= 1, got sink={self.sink} recent={self.recent}")
+        check_window(self.sink, self.recent)
         if self.stage1_steps < 0 or self.stage2_steps < 0:
             raise ValueError("stage1_steps and stage2_steps must be >= 0")
         if self.lr <= 0 or self.stage2_lr <= 0 or self.l1 < 0:
             raise ValueError("lr and stage2_lr must be > 0 and l1 >= 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PlannedStep:
+    """One optimizer step: its stage and learning rate, and the dataset rows of its global batch."""
+
+    index: int  # 0-based over both stages
+    stage: int
+    lr: float
+    starts_stage: bool  # the optimizer restarts (fresh Adam state, this lr) before this step
+    samples: tuple[int, ...]
+
+    def share(self, rank: int, world: int) -> tuple[int, ...]:
+        """The samples worker ``rank`` of ``world`` runs (``batch_size`` must be a multiple of ``world``)."""
+        per = len(self.samples) // world
+        return self.samples[rank * per:(rank + 1) * per]
+
+
+def schedule(config: TrainConfig, n_samples: int) -> list[PlannedStep]:
+    """Stage 1 then stage 2; each step's batch drawn from ``random.Random(seed)`` (a pure function,
+    so a run resumed at any step and a run split over any number of workers see the same batches)."""
+    rng = random.Random(config.seed)
+    steps: list[PlannedStep] = []
+    for stage, count, lr in ((1, config.stage1_steps, config.lr), (2, config.stage2_steps, config.stage2_lr)):
+        for i in range(count):
+            batch = tuple(rng.randrange(n_samples) for _ in range(config.batch_size))
+            steps.append(PlannedStep(len(steps), stage, lr, i == 0, batch))
+    return steps
+
+
 class Importance(nn.Module):
-    """The learnable channel importance α ∈ [0, 1]^{L × H_kv × D}."""
+    """The learnable channel importance α ∈ [0, 1]^{L × H_kv × D} (kept there by :class:`ClampedAdam`)."""
 
     def __init__(self, shape: Sequence[int]) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(*shape))
-
-    @torch.no_grad()
-    def clamp_(self) -> None:
-        """Project back onto [0, 1]; called after every optimizer step."""
-        self.alpha.clamp_(0.0, 1.0)
 
     def student_weights(self, stage: int, ratio: float, align: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Channel weights for middle keys and the zero-head flags for this stage.
@@ -89,35 +125,28 @@ class Importance(nn.Module):
         return weights, ~mask.any(-1)
 
 
-@dataclass(frozen=True)
-class KVSnapshot:
-    """The per-layer keys/values of a prefilled context, reusable for several passes."""
+class ClampedAdam(torch.optim.Adam):
+    """Adam whose step ends with the projection of α onto [0, 1]: the one place α is clamped.
 
-    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
-
-    def cache(self) -> DynamicCache:
-        """A fresh cache holding the snapshot (passes must not see each other's tokens)."""
-        cache = DynamicCache()
-        for i, (k, v) in enumerate(self.layers):
-            cache.update(k, v, i)
-        return cache
-
-
-def run_with_cache(module: torch.nn.Module, input_ids: torch.Tensor, cache: DynamicCache):
-    """Call a transformers model with a KV cache on every supported 5.x version.
-
-    The keyword was renamed (``past_key_values`` → ``cache``) in 5.2x; both versions take the
-    cache as the fourth positional argument (input_ids, attention_mask, position_ids, cache).
+    Under DeepSpeed ZeRO the optimizer holds the master copy of α and copies it back into the
+    model after the step, so clamping the model's α would be overwritten; clamping inside the
+    step clamps the copy that both the next forward pass and the next update see.
+    Elementwise, so it is the same on a ZeRO partition as on the whole tensor.
     """
-    return module(input_ids, None, None, cache, use_cache=True)
 
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.clamp_(0.0, 1.0)
+        return loss
 
-@torch.no_grad()
-def prefill(model: PreTrainedModel, input_ids: torch.Tensor) -> KVSnapshot:
-    """Run the context with ordinary full attention and keep its KV cache."""
-    cache = DynamicCache()
-    run_with_cache(model.base_model, input_ids, cache)
-    return KVSnapshot(tuple((layer.keys, layer.values) for layer in cache.layers))
+    def restart(self, lr: float) -> None:
+        """Become a freshly constructed Adam with ``lr`` (each stage starts so)."""
+        self.state.clear()
+        for group in self.param_groups:
+            group["lr"] = lr
 
 
 def continuation_hidden(
@@ -134,9 +163,8 @@ def continuation_hidden(
     With a binary ``weights`` and ``zero_heads = counts == 0`` this is exactly what the
     inference cache computes token by token, so it is also the oracle for ``LeanKCache``.
     """
-    with masked_attention(weights, sink, recent, zero_heads):
-        out = run_with_cache(model.base_model, continuation_ids, context.cache())
-    return out.last_hidden_state
+    cache = ContinuationCache(context, weights, sink, recent, zero_heads)
+    return forward_with_cache(model.base_model, continuation_ids, cache).last_hidden_state
 
 
 @dataclass(frozen=True)
@@ -178,11 +206,10 @@ def compute_loss(
     return LossTerms(total=mse + lam * l1, mse=mse.detach(), l1=l1.detach())
 
 
-def prepare(model: PreTrainedModel) -> PreTrainedModel:
-    """Freeze the model and route its attention through the LeanK hook."""
+def freeze(model: PreTrainedModel) -> PreTrainedModel:
+    """No gradients and eval mode for every weight: only α trains."""
     model.requires_grad_(False)
-    model.eval()
-    return install(model)
+    return model.eval()
 
 
 def learn_mask(
@@ -193,26 +220,27 @@ def learn_mask(
     extra: dict | None = None,
     progress: bool = True,
 ) -> LeanKMask:
-    """Run stage 1 then stage 2 on ``dataset`` (cycled, seeded order) and return the mask."""
+    """Run :func:`schedule` (stage 1 then stage 2) on ``dataset`` in this process and return the mask."""
     arch = architecture_of(model)
     config.check(arch.head_dim)
     if len(dataset) == 0:
         raise ValueError("the training dataset is empty: generate samples first (leank_core.tasks)")
-    prepare(model)
+    install(freeze(model))
     torch.manual_seed(config.seed)
     device = next(model.parameters()).device
     importance = Importance(arch.mask_shape).to(device)
-    order = random.Random(config.seed)
-    for stage, steps, lr in ((1, config.stage1_steps, config.lr), (2, config.stage2_steps, config.stage2_lr)):
-        optimizer = torch.optim.Adam(importance.parameters(), lr=lr)
-        bar = tqdm(range(steps), desc=f"stage {stage}", disable=not progress or steps == 0)
-        for _ in bar:
-            terms = compute_loss(model, importance, dataset[order.randrange(len(dataset))], config, stage)
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            optimizer.step()
-            importance.clamp_()
-            bar.set_postfix(mse=f"{terms.mse.item():.3g}", l1=f"{terms.l1.item():.3f}")
+    optimizer = ClampedAdam(importance.parameters(), lr=config.lr)
+    steps = schedule(config, len(dataset))
+    bar = tqdm(steps, disable=not progress or not steps)
+    for step in bar:
+        if step.starts_stage:
+            optimizer.restart(step.lr)
+        optimizer.zero_grad(set_to_none=True)
+        for index in step.samples:
+            terms = compute_loss(model, importance, dataset[index], config, step.stage)
+            (terms.total / len(step.samples)).backward()
+        optimizer.step()
+        bar.set_postfix(stage=step.stage, mse=f"{terms.mse.item():.3g}", l1=f"{terms.l1.item():.3f}")
     return LeanKMask.from_importance(
         importance.alpha.detach(), config.ratio, config.align, config.sink, config.recent,
         model_id=model_id, model_hash=model_hash(model),

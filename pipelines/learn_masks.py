@@ -10,6 +10,16 @@ device fits) and trains only the channel importance α on its own shard of the s
 data; α's gradient is averaged over workers. Stage 1 then stage 2 run in one job, exactly
 as ``leank_core.training.learn_mask`` does them in one process.
 
+Each step's loss is the mean over ``--batch-size`` samples, split evenly over the workers
+(gradient accumulation when a worker holds several), so the mask does not depend on
+``--num-workers``: one worker and two compute the same α up to the order of float sums.
+
+A shape preset (``--model llama-3.1-8b``, ``qwen2.5-7b``, ``llama-3.1-70b``, ``tiny-llama``) has
+random weights, built directly in ZeRO-3 partitions: such a run measures speed and memory
+(the last line, ``metrics: {...}``, holds step time, tokens/s, peak GiB per GPU and the
+prefill time of one prompt alone); it trains on token-id prompts (``leank_core.token_copy``,
+sized by the data recipe's lengths; ``--tasks`` does not apply) and never pushes its mask.
+
 Every ``--checkpoint-every`` steps α, the Adam state and the step go to Ray Train storage; a
 failed worker restarts the group from the last checkpoint (up to ``--max-failures`` times),
 and ``--resume --name RUN`` continues a run whose driver died. Either way the final mask is
@@ -40,7 +50,8 @@ import pyarrow.fs  # noqa: E402
 from leank_core.adapters import architecture_of  # noqa: E402
 from leank_core.compat import text_config  # noqa: E402
 from leank_core.tasks import LENGTH_TOLERANCE, TASKS, DataRecipe, make_training_samples  # noqa: E402
-from leank_core.model_source import ModelSource, resolve_model  # noqa: E402
+from leank_core.token_copy import token_copy_samples  # noqa: E402
+from leank_core.model_source import ModelSource, presets, resolve_model  # noqa: E402
 from leank_core.mask import LeanKMask  # noqa: E402
 from leank_core.training import TrainConfig  # noqa: E402
 from pipelines.config import JobParser, UsageError  # noqa: E402
@@ -72,7 +83,8 @@ def build_parser() -> JobParser:
                   formatter_class=argparse.RawDescriptionHelpFormatter)
     t, d = TrainConfig, DataRecipe
     m = p.add_argument_group("model")
-    m.add_argument("--model", help="smollm2-135m, a .gguf file, a local Hugging Face folder or a hub id (required)")
+    m.add_argument("--model", help="smollm2-135m, a .gguf file, a local Hugging Face folder, a hub id, or a shape preset "
+                                   f"with random weights for speed/memory runs ({', '.join(presets())}) (required)")
     m.add_argument("--model-id", help="registry id org/name to file the mask under (default: derived from --model)")
     m.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                    help="weights and compute dtype (default auto: bfloat16 on GPU workers, float32 on CPU)")
@@ -86,7 +98,10 @@ def build_parser() -> JobParser:
     k.add_argument("--lr", type=float, default=t.lr, help="stage-1 Adam learning rate (default %(default)s)")
     k.add_argument("--stage2-lr", type=float, default=t.stage2_lr, help="stage-2 Adam learning rate (default %(default)s)")
     k.add_argument("--l1", type=float, default=t.l1, help="λ, weight of the L1 penalty on α in stage 1 (default %(default)s)")
-    k.add_argument("--seed", type=int, default=t.seed, help="seed of the data and of each worker's sample order (default %(default)s)")
+    k.add_argument("--seed", type=int, default=t.seed, help="seed of the data and of the steps' sample draws (default %(default)s)")
+    k.add_argument("--batch-size", type=_positive, default=t.batch_size,
+                   help="samples per step (their mean loss), split evenly over the workers: a multiple of "
+                        "--num-workers (default %(default)s)"),
     r = p.add_argument_group("data recipe (leank_core.tasks, training split)")
     r.add_argument("--tasks", nargs="+", choices=TASKS, default=list(d.tasks), metavar="TASK",
                    help=f"synthetic tasks, cycled (default: {' '.join(d.tasks)}; choices: {', '.join(TASKS)})")
@@ -143,7 +158,8 @@ class Job:
                "num_workers": self.num_workers, "gpus_per_worker": self.gpus_per_worker,
                "zero_stage": self.zero_stage, "checkpoint_every": self.checkpoint_every, "run": self.run.name,
                "storage_path": self.run.storage_path}
-        return {"training_config": {**self.train.to_dict(), **job}, "data_recipe": self.recipe.to_dict()}
+        synthetic = {"synthetic": True} if self.source.synthetic else {}
+        return {"training_config": {**self.train.to_dict(), **job}, "data_recipe": self.recipe.to_dict(), **synthetic}
 
 
 class RunRecord:
@@ -190,13 +206,17 @@ def plan(argv: list[str]) -> Job:
     arch = architecture_of(config)
     train = TrainConfig(ratio=args.ratio, align=args.align, sink=args.sink, recent=args.recent,
                         stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, lr=args.lr,
-                        stage2_lr=args.stage2_lr, l1=args.l1, seed=args.seed)
+                        stage2_lr=args.stage2_lr, l1=args.l1, seed=args.seed, batch_size=args.batch_size)
     train.check(arch.head_dim)
     recipe = DataRecipe(tasks=tuple(args.tasks), min_length=args.min_length, max_length=args.max_length,
                         n_samples=args.n_samples, seed=args.seed)
     _check_lengths(train, recipe, getattr(text_config(config), "max_position_embeddings", None))
-    if recipe.n_samples < args.num_workers:
-        raise UsageError(f"--n-samples {recipe.n_samples} < --num-workers {args.num_workers}: every worker needs samples")
+    if train.batch_size % args.num_workers:
+        raise UsageError(f"--batch-size {train.batch_size} does not split over --num-workers {args.num_workers}: "
+                         "use a multiple of --num-workers (each worker runs batch-size / num-workers samples a step)")
+    if source.synthetic and args.validate is not None:
+        raise UsageError(f"--model {args.model} is a shape preset with random weights: its mask is not pushed, "
+                         "so there is nothing to --validate")
     if args.resume and not args.name:
         raise UsageError("--resume needs --name, the run to continue")
     name = args.name or f"leank-{source.model_id.replace('/', '--')}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
@@ -245,6 +265,13 @@ def check_run(job: Job) -> bool:
     return False
 
 
+def training_data(source: ModelSource, recipe: DataRecipe) -> Any:
+    """The training set: the recipe's text tasks, or token-copy prompts for a shape preset (no tokenizer)."""
+    if source.synthetic:
+        return token_copy_samples(text_config(source.config()).vocab_size, recipe.lengths(), recipe.seed)
+    return make_training_samples(source.tokenizer(), recipe).select_columns(["input_ids", "answer_ids"])
+
+
 def fit(job: Job, dataset: Any) -> tuple[LeanKMask, dict[str, Any]]:
     """Run the Ray Train job; returns the mask rank 0 reported at the end and the final metrics."""
     import ray
@@ -290,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         job = plan(argv)
         if check_run(job):
             return 0
-        dataset = make_training_samples(job.source.tokenizer(), job.recipe).select_columns(["input_ids", "answer_ids"])
+        dataset = training_data(job.source, job.recipe)
     except SystemExit as e:  # --help
         return int(e.code or 0)
     except (ValueError, RuntimeError, OSError) as e:
@@ -304,7 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if job.run.read() is None:
             job.run.write({"identity": job.identity(), "created": datetime.now(timezone.utc).isoformat()})
-        ref = push_candidate(job, *fit(job, dataset))
+        mask, metrics = fit(job, dataset)
+        print("metrics: " + json.dumps(metrics, sort_keys=True))
+        if job.source.synthetic:
+            print(f"{job.source.model_id} has random weights (a speed and memory run): its mask is not pushed")
+            return 0
+        ref = push_candidate(job, mask, metrics)
     except ray.train.TrainingFailedError as e:
         print(f"leank learn: training failed: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -1,20 +1,22 @@
 """What one Ray Train worker of the mask-learning job does: α under DeepSpeed ZeRO, resumable.
 
 Every worker holds the frozen model (ZeRO-3: built partitioned, each worker keeps 1/N of the
-weights; ZeRO-2: a whole copy) and trains only α with :func:`leank_core.training.compute_loss`
-on its own shard of the data; DeepSpeed averages α's gradient over the workers. The loop is
-:func:`leank_core.training.learn_mask` spread over workers: stage 1 with ``lr`` and λ, then a
-fresh Adam with ``stage2_lr`` and λ = 0, α clamped to [0, 1] after every step.
+weights; ZeRO-2: a whole copy) and trains only α with :func:`leank_core.training.compute_loss`.
+Steps follow :func:`leank_core.training.schedule`: each step's global batch of ``batch_size``
+samples is split over the N workers (``batch_size / N`` each, run as DeepSpeed gradient-
+accumulation micro-steps) and α's gradient is averaged over the whole batch, so N workers
+compute what one worker computes, and what :func:`leank_core.training.learn_mask` computes in
+one process, up to the order of float sums. :class:`leank_core.training.ClampedAdam` restarts
+at each stage with that stage's learning rate and keeps α in [0, 1].
 
-Resumability: which sample a worker uses at a step is a pure function of (seed, rank, step)
-(:func:`sample_order`), and a checkpoint holds α, the Adam state and the step, so a run
-restarted from any checkpoint computes exactly what the uninterrupted run computes.
+Resumability: a step's samples are a pure function of (seed, step), and a checkpoint holds α,
+the Adam state and the step, so a run restarted from any checkpoint computes exactly what the
+uninterrupted run computes.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import sys
 import tempfile
 import time
@@ -31,10 +33,12 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from leank_core.adapters import architecture_of
-from leank_core.model_source import ModelSource
+from leank_core.hook import install
+from leank_core.kv_snapshot import prefill
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import hash_weights, model_hash
-from leank_core.training import Importance, TrainConfig, compute_loss, prepare
+from leank_core.model_source import ModelSource
+from leank_core.training import ClampedAdam, Importance, PlannedStep, TrainConfig, compute_loss, freeze, schedule
 
 MASK_FILE = "mask.safetensors"  # in the final checkpoint: the run is finished
 DS_TAG = "alpha"                  # DeepSpeed checkpoint tag inside every Ray checkpoint
@@ -54,32 +58,8 @@ class WorkerPlan:
     mask_extra: dict[str, Any]
 
 
-class ClampedAdam(torch.optim.Adam):
-    """Adam whose step ends with the projection of α onto [0, 1] (``Importance.clamp_``).
-
-    ZeRO keeps the master copy of α inside the optimizer and copies it back into the model
-    after the step, so clamping the model's α would be overwritten; clamping here clamps the
-    copy that both the next forward pass and the next Adam update see, as in ``learn_mask``.
-    Elementwise, so it is the same on a ZeRO partition as on the whole tensor.
-    """
-
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        loss = super().step(closure)
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.clamp_(0.0, 1.0)
-        return loss
-
-    def restart(self, lr: float) -> None:
-        """Become a freshly constructed Adam with ``lr`` (``learn_mask`` starts each stage so)."""
-        self.state.clear()
-        for group in self.param_groups:
-            group["lr"] = lr
-
-
-class AlphaStep(nn.Module):
-    """The module handed to DeepSpeed: frozen model + α; forward is one ``compute_loss``.
+class DistillationModule(nn.Module):
+    """The module handed to DeepSpeed: frozen model + α; forward is one sample's distillation loss.
 
     α is also registered directly on this module because ZeRO-3 gathers a module's own
     parameters around its forward (and again for its backward), so α is whole while the loss
@@ -98,8 +78,11 @@ class AlphaStep(nn.Module):
         return terms.total, terms.mse, terms.l1  # a tuple: ZeRO-3 hooks backward onto output tensors
 
 
-def deepspeed_config(zero_stage: int) -> dict[str, Any]:
-    """Batch 1 per worker, no gradient clipping, α's gradient averaged over workers.
+def deepspeed_config(zero_stage: int, micro_steps: int) -> dict[str, Any]:
+    """One sample per micro-step, ``micro_steps`` per optimizer step, no gradient clipping.
+
+    DeepSpeed divides each micro-step's loss by ``micro_steps`` and averages the gradient over
+    workers: the mean over the step's global batch.
 
     No ``bf16`` section, whatever the model's dtype: DeepSpeed's bf16 mode casts every
     parameter of the module it is given, α included, so the forward pass would read α rounded
@@ -109,38 +92,31 @@ def deepspeed_config(zero_stage: int) -> dict[str, Any]:
     """
     return {
         "train_micro_batch_size_per_gpu": 1,
-        "gradient_accumulation_steps": 1,
+        "gradient_accumulation_steps": micro_steps,
         "zero_optimization": {"stage": zero_stage},
         "zero_allow_untested_optimizer": True,  # ClampedAdam is torch's Adam plus a projection
         "steps_per_print": 1 << 30,
     }
 
 
-def load_frozen(source: ModelSource, zero_stage: int, dtype: str, device: torch.device) -> PreTrainedModel:
+def load_frozen(source: ModelSource, zero_stage: int, dtype: str, device: torch.device,
+                micro_steps: int) -> PreTrainedModel:
     """The frozen model with the LeanK hook; under ZeRO-3 constructed already partitioned.
 
     transformers builds the model inside ``deepspeed.zero.Init`` while an ``HfDeepSpeedConfig``
-    is alive, so no worker ever holds the whole model. That config names the model's dtype
-    (``zero.Init`` creates every weight in it), unlike the engine's (:func:`deepspeed_config`).
+    is alive, so no worker ever holds the whole model: a checkpoint's safetensors shards are
+    scattered into the partitions one by one, a shape preset's random weights are initialised
+    module by module. That config names the model's dtype (``zero.Init`` creates every weight
+    in it), unlike the engine's (:func:`deepspeed_config`).
     """
     from transformers.integrations import HfDeepSpeedConfig
 
     hf_ds = None
     if zero_stage == 3:
-        hf_ds = HfDeepSpeedConfig({**deepspeed_config(zero_stage), "bf16": {"enabled": dtype == "bfloat16"}})
+        hf_ds = HfDeepSpeedConfig({**deepspeed_config(zero_stage, micro_steps), "bf16": {"enabled": dtype == "bfloat16"}})
     model = source.load(dtype=DTYPES[dtype], device=device)
     model._leank_hf_ds_config = hf_ds  # keep it alive as long as the model (transformers holds a weakref)
-    return prepare(model)
-
-
-def sample_order(seed: int, rank: int, shard_size: int, steps: int) -> list[int]:
-    """Which sample of its shard a worker uses at each step: a pure function of its inputs.
-
-    Rank 0 draws from ``random.Random(seed)`` exactly like ``learn_mask``, so a one-worker job
-    sees the single-process order; other ranks get their own streams.
-    """
-    rng = random.Random(seed if rank == 0 else f"leank-train/{seed}/rank{rank}")
-    return [rng.randrange(shard_size) for _ in range(steps)]
+    return install(freeze(model))
 
 
 def _gathered(model: nn.Module, keep: bool) -> Iterator[tuple[str, torch.Tensor]]:
@@ -173,28 +149,44 @@ def _full_alpha(alpha: nn.Parameter) -> torch.Tensor:
 
 
 class Meter:
-    """Per-step loss terms and throughput, averaged over workers (tokens summed).
+    """Per-step loss terms and throughput over the global batch (all workers), and the run's totals.
 
     Every step gives a log line; Ray Train gets the means since the last report, sent with
     each checkpoint: a report waits for the controller's next poll (2 s by default, see
     ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``), which would dominate short steps if sent every step.
+    :meth:`totals` gives what a systems record needs over all steps of this process's run but
+    the first (it includes one-time set-up such as kernel selection and ZeRO-3's first gathers).
     """
 
     def __init__(self, device: torch.device, world: int, resumed_from: int) -> None:
         self.device, self.world, self.resumed_from = device, world, resumed_from
         self.window: list[dict[str, float]] = []
+        self.run: list[dict[str, float]] = []
 
-    def step(self, stage: int, step: int, terms: Sequence[torch.Tensor], tokens: int, seconds: float,
-             alpha: torch.Tensor) -> dict[str, float]:
-        values = torch.tensor([t.item() for t in terms] + [tokens, seconds], device=self.device, dtype=torch.float64)
+    def start(self) -> None:
+        """Begin a step: its clock, and this worker's sums of loss terms and tokens."""
+        self.began, self.sums = time.perf_counter(), [0.0, 0.0, 0.0, 0.0]
+
+    def add(self, terms: Sequence[torch.Tensor], sample: Mapping[str, Sequence[int]]) -> None:
+        tokens = len(sample["input_ids"]) + 2 * len(sample["answer_ids"])  # prefill, teacher, student
+        self.sums = [a + b for a, b in zip(self.sums, [t.item() for t in terms] + [tokens])]
+
+    def step(self, step: PlannedStep, alpha: torch.Tensor) -> dict[str, float]:
+        """End a step (a collective: every worker calls it) and return its metrics."""
+        _synchronize(self.device)
+        values = torch.tensor([*self.sums, time.perf_counter() - self.began], device=self.device, dtype=torch.float64)
         torch.distributed.all_reduce(values)
-        total, mse, l1, tokens_all, seconds_sum = values.tolist()
-        m = {"stage": stage, "step": step, "loss": total / self.world, "mse": mse / self.world, "l1": l1 / self.world,
+        total, mse, l1, tokens, seconds = values.tolist()
+        batch = len(step.samples)
+        m = {"stage": step.stage, "step": step.index + 1, "loss": total / batch, "mse": mse / batch, "l1": l1 / batch,
              "alpha_sparsity": float((alpha < 0.5).float().mean()),  # channels α has pushed below 0.5
-             "tokens": tokens_all, "step_time_s": seconds_sum / self.world}
-        if self.device.type == "cuda":  # this worker's; under ZeRO-3 every worker holds the same share
-            m["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+             "tokens": tokens, "step_time_s": seconds / self.world}
+        if self.device.type == "cuda":
+            peak = torch.tensor([torch.cuda.max_memory_allocated(self.device) / 2**30], device=self.device)
+            torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
+            m["peak_memory_gib"] = peak.item()  # the fullest worker's
         self.window.append(m)
+        self.run.append(m)
         return m
 
     def summary(self) -> dict[str, float]:
@@ -207,6 +199,34 @@ class Meter:
         return {**last,
                 **{k: sum(m[k] for m in w) / len(w) for k in ("loss", "mse", "l1", "step_time_s")},
                 "tokens_per_s": sum(m["tokens"] for m in w) / seconds, "resumed_from_step": self.resumed_from}
+
+    def totals(self) -> dict[str, float]:
+        """``timed_steps``, ``step_s`` (mean), ``tokens_per_s`` and ``peak_gib_per_gpu`` over this run's steps
+        after its first (all of them if there is only one)."""
+        timed = self.run[1:] or self.run
+        if not timed:
+            return {}
+        seconds = sum(m["step_time_s"] for m in timed)
+        out = {"timed_steps": len(timed), "step_s": seconds / len(timed),
+               "tokens_per_s": sum(m["tokens"] for m in timed) / seconds}
+        if "peak_memory_gib" in timed[-1]:
+            out["peak_gib_per_gpu"] = max(m["peak_memory_gib"] for m in self.run)
+        return out
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def prefill_seconds(model: PreTrainedModel, sample: Mapping[str, Sequence[int]], device: torch.device) -> float:
+    """Wall time of the no-grad prefill of ``sample``'s prompt alone (what a step spends before its two passes)."""
+    ids = torch.tensor([list(sample["input_ids"])], device=device)
+    _synchronize(device)
+    began = time.perf_counter()
+    prefill(model, ids)
+    _synchronize(device)
+    return time.perf_counter() - began
 
 
 def progress_line(m: Mapping[str, float], total_steps: int) -> str:
@@ -255,48 +275,53 @@ def train_loop(loop_config: dict[str, WorkerPlan]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     config = plan.train
-    ds_config = deepspeed_config(plan.zero_stage)
-    model = load_frozen(plan.source, plan.zero_stage, plan.dtype, device)
+    micro_steps = config.batch_size // world  # the driver checked that world divides batch_size
+    model = load_frozen(plan.source, plan.zero_stage, plan.dtype, device, micro_steps)
     importance = Importance(architecture_of(model).mask_shape).to(device)
     optimizer = ClampedAdam(importance.parameters(), lr=config.lr)
-    engine, *_ = deepspeed.initialize(model=AlphaStep(model, importance, config), optimizer=optimizer,
-                                      config=ds_config, dist_init_required=False)
-    step = _restore(engine)
-    if step is None:
+    engine, *_ = deepspeed.initialize(model=DistillationModule(model, importance, config), optimizer=optimizer,
+                                      config=deepspeed_config(plan.zero_stage, micro_steps), dist_init_required=False)
+    start = _restore(engine)
+    if start is None:
         return
-    if step and rank == 0:
-        _log(f"[leank learn] resumed from the checkpoint at step {step}")
-    total = config.stage1_steps + config.stage2_steps
-    shard = ray.get(plan.data).shard(num_shards=world, index=rank)
-    order = sample_order(config.seed, rank, len(shard), total)
-    meter = Meter(device, world, resumed_from=step)
-    for stage, first, last, lr in ((1, 0, config.stage1_steps, config.lr),
-                                   (2, config.stage1_steps, total, config.stage2_lr)):
-        if step == first:
-            optimizer.restart(lr)
-        while first <= step < last:
-            start = time.perf_counter()
-            sample = shard[order[step]]
-            terms = engine(sample, stage)
+    if start and rank == 0:
+        _log(f"[leank learn] resumed from the checkpoint at step {start}")
+    dataset = ray.get(plan.data)
+    steps = schedule(config, len(dataset))
+    meter = Meter(device, world, resumed_from=start)
+    for step in steps[start:]:
+        if step.starts_stage:
+            optimizer.restart(step.lr)
+        meter.start()
+        for index in step.share(rank, world):
+            sample = dataset[index]
+            terms = engine(sample, step.stage)
             engine.backward(terms[0])
-            engine.step()
-            step += 1
-            tokens = len(sample["input_ids"]) + 2 * len(sample["answer_ids"])  # prefill, teacher, student
-            m = meter.step(stage, step, terms, tokens, time.perf_counter() - start, _full_alpha(importance.alpha))
-            if rank == 0:
-                _log(progress_line(m, total))
-            if step % plan.checkpoint_every == 0 and step < total:  # the last step's checkpoint is the mask
-                _report(meter.summary(), lambda d, at=step: engine.save_checkpoint(
-                    d, tag=DS_TAG, client_state={"step": at}, exclude_frozen_parameters=True))
-    _finish(plan, model, importance, rank, meter.summary())
+            engine.step()  # an optimizer step after the last micro-step of the batch
+            meter.add(terms, sample)
+        m = meter.step(step, _full_alpha(importance.alpha))
+        if rank == 0:
+            _log(progress_line(m, len(steps)))
+        done = step.index + 1
+        if done % plan.checkpoint_every == 0 and done < len(steps):  # the last step's checkpoint is the mask
+            _report(meter.summary(), lambda d, at=done: engine.save_checkpoint(
+                d, tag=DS_TAG, client_state={"step": at}, exclude_frozen_parameters=True))
+    metrics = {**meter.summary(), **meter.totals()}
+    if steps:  # every worker times its last prompt (a collective under ZeRO-3)
+        last = dataset[steps[-1].share(rank, world)[-1]]
+        seconds = torch.tensor([prefill_seconds(model, last, device)], device=device, dtype=torch.float64)
+        torch.distributed.all_reduce(seconds)
+        metrics["prefill_s"] = seconds.item() / world
+    _finish(plan, model, importance, rank, metrics)
 
 
 def _finish(plan: WorkerPlan, model: PreTrainedModel, importance: Importance, rank: int,
             metrics: dict[str, float]) -> None:
-    """Rank 0 builds the mask (hash of the full weights) and reports it in the final checkpoint."""
+    """Rank 0 builds the mask (hash of the full weights; none for a shape preset's random ones)
+    and reports it in the final checkpoint."""
     config = plan.train
     alpha = _full_alpha(importance.alpha)
-    digest = full_model_hash(model, plan.zero_stage, rank)  # collective: every rank takes part
+    digest = "" if plan.source.synthetic else full_model_hash(model, plan.zero_stage, rank)  # collective
     if rank != 0:
         _report(metrics)
         return

@@ -252,7 +252,8 @@ def validate(source: ModelSource, mask: LeanKMask, plan: ValidationPlan,
     judgement = target.registry.judge(target.ref, SignedReport.sign(report, signer))
     note = "" if judgement.decided_now else " (decided earlier; decisions are final)"
     why = f": {'; '.join(judgement.reasons)}" if judgement.reasons else ""
-    print(f"{target.ref}: {judgement.status.value}{note} (report {judgement.report_id}, registry verdict{why or ' pass'})")
+    print(f"{target.ref}: {judgement.status.value}{note} "
+          f"(report {judgement.report_id}, registry verdict{why or ' pass'})")
     return report, judgement
 
 

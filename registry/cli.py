@@ -1,4 +1,4 @@
-"""``leank registry list|show|pull|push|import-reference|keygen|policy|gc``.
+"""``leank registry list|show|pull|push|import-reference|site|serve|keygen|policy|gc``.
 
 There is deliberately no command that accepts a mask: only ``leank validate`` does, through
 a report signed by a key the registry's policy trusts (docs/trust.md). ``policy set`` and
@@ -24,6 +24,7 @@ from .ids import parse_ref
 from .policy import Policy
 from .registry import MaskRegistry
 from .signing import SIGNING_KEY_ENV, check_public_key, default_key_path, generate_key, pins_path
+from .site import render_site, serve_registry
 
 
 _REGISTRY_HELP = "local directory or s3://bucket/prefix (default: embedded store, $LEANK_REGISTRY)"
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="remove temp files and unreferenced mask objects older than a grace period")
     gc.add_argument("--grace-hours", type=_hours, default=DEFAULT_GRACE.total_seconds() / 3600,
                     help="keep anything younger: pushes in flight (default %(default)s)")
+
+    site = sub.add_parser("site", parents=[common], help="render a static HTML site of every model, version and its evidence")
+    site.add_argument("--out", type=Path, required=True, help="folder to write (replaced whole if an earlier site)")
+
+    serve = sub.add_parser("serve", parents=[common], help="render the site and serve it on 127.0.0.1 for a quick look")
+    serve.add_argument("--port", type=int, default=8000, help="default %(default)s; 0 picks a free port")
     return p
 
 
@@ -138,6 +145,11 @@ def run(args: argparse.Namespace) -> str:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, args.out)
         return str(args.out)
+    if args.command == "site":
+        return f"wrote {render_site(registry, args.out)}"
+    if args.command == "serve":
+        serve_registry(registry, args.port)
+        return ""
     if args.command == "push":
         manifest = _read_json(args.manifest) if args.manifest else {}
         return f"pushed {registry.push(LeanKMask.load(args.mask), manifest)} (candidate)"

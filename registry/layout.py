@@ -4,6 +4,7 @@
     {org}/{name}/versions/{N:06d}/manifest.json          version N exists once this exists
     {org}/{name}/versions/{N:06d}/reports/{k:04d}.json   signed validation reports, numbered
     {org}/{name}/versions/{N:06d}/status.json            the decision (absent: candidate)
+    {org}/{name}/versions/{N:06d}/README.md              model card, written at acceptance (for people; never read)
     _registry/policy/{n:06d}.json                        the acceptance policy, newest number wins
 
 Numbers are zero-padded for readable listings; larger numbers simply have more digits (every
@@ -32,6 +33,10 @@ def manifest_key(model_id: str, version: int) -> str:
 
 def status_key(model_id: str, version: int) -> str:
     return version_dir(model_id, version) + "status.json"
+
+
+def card_key(model_id: str, version: int) -> str:
+    return version_dir(model_id, version) + "README.md"
 
 
 def reports_dir(model_id: str, version: int) -> str:

@@ -39,6 +39,7 @@ from typing import Any
 from leank_core.mask import LeanKMask
 
 from . import layout
+from .card import model_card
 from .errors import RegistryError
 from .ids import MaskRef, check_model_id
 from .policy import DEFAULT_POLICY, Policy, sample_counts
@@ -126,16 +127,21 @@ class VersionSummary:
 
 @dataclass(frozen=True)
 class ReportEntry:
-    """One stored report of a version (``show``): the report if it parses, and why it does not count."""
+    """One stored report of a version (``show``): the report if it parses, why it is no evidence
+    (``problem``), and the registry's verdict on it under its policy today (``passed`` None: no verdict)."""
 
     report_id: int
     signed: SignedReport | None
     problem: str | None  # None: signed by a trusted key and bound to this version
+    passed: bool | None = None
+    reasons: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.report_id, "trusted": self.problem is None}
         if self.problem:
             out["problem"] = self.problem
+        if self.passed is not None:
+            out["registry_verdict"] = {"passed": self.passed, "reasons": list(self.reasons)}
         if self.signed is not None:
             out.update(signed_by=self.signed.key, report=self.signed.report.to_dict())
         return out
@@ -278,6 +284,9 @@ class MaskRegistry:
         if not self.store.create(layout.status_key(ref.model_id, ref.version), decision.to_json()):
             current = self._status(manifest, trust)  # a concurrent judge won
             return Judgement(ref, report_id, current, decided_now=False, reasons=tuple(reasons))
+        if status == Status.ACCEPTED:
+            self.store.create(layout.card_key(ref.model_id, ref.version),
+                              model_card(self.show(ref.model_id, ref.version)).encode())
         return Judgement(ref, report_id, status, decided_now=True, reasons=tuple(reasons))
 
     def _attach(self, ref: MaskRef, signed: SignedReport) -> int:
@@ -328,6 +337,12 @@ class MaskRegistry:
         """As :meth:`pull`, but the verified cached file's path."""
         return self._fetch(self._select(model_id, version, model_hash, allow_unaccepted))[0]
 
+    def model_ids(self) -> list[str]:
+        """Every model id with at least one version (damaged ones too), sorted; a folder whose name is
+        not a valid ``org/name`` is skipped, never shown."""
+        found = {m.group("model_id") for key in self.store.list("") if (m := layout.MANIFEST.fullmatch(key))}
+        return sorted(model_id for model_id in found if _is_model_id(model_id))
+
     def list(self, model_id: str) -> list[VersionSummary]:
         """One summary per version, oldest first; a damaged version says why instead of failing the list."""
         keys = self.store.list(f"{check_model_id(model_id)}/versions/")
@@ -363,7 +378,11 @@ class MaskRegistry:
             signed = self._report(ref, report_id)
         except DamagedRecord as e:
             return ReportEntry(report_id, None, str(e))
-        return ReportEntry(report_id, signed, self._report_problem(ref, manifest, signed, trust))
+        problem = self._report_problem(ref, manifest, signed, trust)
+        if problem or trust.policy is None:
+            return ReportEntry(report_id, signed, problem or trust.problem)
+        passed, reasons = trust.policy.verdict(signed.report)
+        return ReportEntry(report_id, signed, None, passed, tuple(reasons))
 
     def _select(self, model_id: str, version: int | None, model_hash: str | None,
                 allow_unaccepted: bool) -> Manifest:
@@ -520,6 +539,13 @@ def _identified(data: bytes, manifest: Manifest) -> LeanKMask:
         raise DamagedRecord(f"the mask file of {ref} names model {mask.model_id} hash {mask.model_hash[:12]}, its "
                             f"manifest {manifest.model_id} hash {manifest.model_hash[:12]}; refusing it")
     return mask
+
+
+def _is_model_id(text: str) -> bool:
+    try:
+        return bool(check_model_id(text))
+    except ValueError:
+        return False
 
 
 def _check_hash(manifest: Manifest, model_hash: str | None) -> None:

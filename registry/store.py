@@ -48,7 +48,7 @@ class ObjectStore(Protocol):
         """The object's bytes, or None if there is no such key."""
 
     def list(self, prefix: str) -> list[str]:
-        """All keys starting with ``prefix`` (a folder-like prefix ending in '/')."""
+        """All keys starting with ``prefix`` (a folder-like prefix ending in '/'; '' lists every key)."""
 
 
 class Sweepable(ObjectStore, Protocol):

@@ -60,8 +60,8 @@ class DataRecipe:
 def make_training_samples(tokenizer: PreTrainedTokenizerBase, recipe: DataRecipe) -> Dataset:
     """The training set of ``recipe`` (split "train"): tasks cycled, lengths log-uniform.
 
-    Same columns as :func:`make_samples`. For data-parallel training give each worker
-    ``dataset.shard(num_shards=world_size, index=rank)`` (``datasets.Dataset.shard``).
+    Same columns as :func:`make_samples`. Data-parallel training draws each step's batch from the
+    whole set and splits it over the workers (``leank_core.training.schedule``).
     """
     gen = SampleGenerator(tokenizer, "train", recipe.difficulty)
     tasks = recipe.tasks

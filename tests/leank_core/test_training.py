@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from leank_core.hook import install
 from leank_core.training import (
     Importance,
     TrainConfig,
     compute_loss,
     continuation_hidden,
+    freeze,
     learn_mask,
     prefill,
-    prepare,
+    schedule,
     split_sample,
 )
 from leank_core.model_hash import model_hash
@@ -31,7 +33,7 @@ def sample(n_prompt=48, n_answer=5, seed=0) -> dict:
 
 @pytest.fixture
 def model():
-    return prepare(tiny_model("llama"))
+    return install(freeze(tiny_model("llama")))
 
 
 def test_teacher_pass_equals_the_plain_forward_of_the_whole_sequence(model):
@@ -44,7 +46,7 @@ def test_teacher_pass_equals_the_plain_forward_of_the_whole_sequence(model):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
 def test_alpha_one_student_matches_teacher_and_only_alpha_gets_gradients(arch):
-    model = prepare(tiny_model(arch))
+    model = install(freeze(tiny_model(arch)))
     before = model_hash(model)
     config = TrainConfig(sink=SINK, recent=RECENT, align=4)
     importance = Importance((2, 2, 16))
@@ -117,3 +119,19 @@ def test_invalid_settings_fail_before_training():
         learn_mask(tiny_model(), [sample()], TrainConfig(align=5), progress=False)
     with pytest.raises(ValueError, match="empty"):
         learn_mask(tiny_model(), [], TrainConfig(align=4), progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        learn_mask(tiny_model(), [sample()], TrainConfig(align=4, batch_size=0), progress=False)
+    with pytest.raises(ValueError, match="recent"):
+        learn_mask(tiny_model(), [sample()], TrainConfig(align=4, recent=0), progress=False)
+
+
+def test_schedule_is_stage_one_then_two_and_its_batches_split_over_any_worker_count():
+    config = TrainConfig(stage1_steps=3, stage2_steps=2, lr=0.1, stage2_lr=0.05, batch_size=4, seed=5)
+    steps = schedule(config, n_samples=10)
+    assert [(s.index, s.stage, s.lr, s.starts_stage) for s in steps] == [
+        (0, 1, 0.1, True), (1, 1, 0.1, False), (2, 1, 0.1, False), (3, 2, 0.05, True), (4, 2, 0.05, False)]
+    assert steps == schedule(config, n_samples=10)  # a pure function: resumed runs see the same batches
+    assert len({s.samples for s in steps}) > 1
+    for s in steps:
+        assert len(s.samples) == 4 and all(0 <= i < 10 for i in s.samples)
+        assert s.share(0, 1) == s.share(0, 2) + s.share(1, 2) == sum((s.share(r, 4) for r in range(4)), ())

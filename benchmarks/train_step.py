@@ -1,0 +1,129 @@
+"""Speed and memory of one training step against the prefill of the same prompt alone (a script, not a test).
+
+    python benchmarks/train_step.py --model llama-3.1-8b --context 8192 32768 131072 --out scale_1gpu.json
+    python benchmarks/train_step.py --smoke --out smoke.json        # CPU, the tiny-llama preset
+
+For every context length: a token-copy prompt of exactly that many tokens with a 16-token
+answer (``leank_core.token_copy``), ``--warmup`` then ``--steps`` no-grad prefills of the
+prompt alone (``leank_core.kv_snapshot.prefill``), then ``--warmup`` then ``--steps`` steps of
+the project's own step: ``compute_loss`` (prefill, teacher, student; stage 1) + backward +
+``ClampedAdam`` on α. The model is built once, with random weights when ``--model`` is a shape
+preset (on the device, bf16 on a GPU). The peak is ``torch.cuda.max_memory_allocated`` over
+the steps, weights included (0 on CPU).
+
+Writes ``{"records": [...]}`` in the ``results/scale/scale.json`` schema (``zero_stage`` null:
+a plain step on one device, no DeepSpeed) and prints step / prefill for each context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from leank_core.adapters import architecture_of  # noqa: E402
+from leank_core.hook import install  # noqa: E402
+from leank_core.kv_snapshot import prefill  # noqa: E402
+from leank_core.model_source import resolve_model  # noqa: E402
+from leank_core.token_copy import token_copy_samples  # noqa: E402
+from leank_core.training import ClampedAdam, Importance, TrainConfig, compute_loss, freeze  # noqa: E402
+
+SMOKE = {"model": "tiny-llama", "context": [512, 2048], "sink": 16, "recent": 64, "device": "cpu"}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="llama-3.1-8b", help="shape preset or any --model of the learn job (default %(default)s)")
+    p.add_argument("--context", type=int, nargs="+", default=[8192, 32768, 131072], help="prompt lengths in tokens")
+    p.add_argument("--sink", type=int, default=128, help="sink tokens (default %(default)s)")
+    p.add_argument("--recent", type=int, default=1024, help="recent tokens (default %(default)s)")
+    p.add_argument("--steps", type=int, default=2, help="timed repetitions of each (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default %(default)s)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--smoke", action="store_true", help="CPU run of the tiny-llama preset at 512 and 2048 tokens")
+    p.add_argument("--out", type=Path, help="write the records here (JSON)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    if args.steps < 1 or args.warmup < 0:
+        p.error("--steps must be >= 1 and --warmup >= 0")
+    return args
+
+
+def seconds_per_call(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    """Mean wall time of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones (device synchronised)."""
+    for _ in range(warmup):
+        fn()
+    _synchronize(device)
+    began = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _synchronize(device)
+    return (time.perf_counter() - began) / repeats
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(model, importance: Importance, sample: dict, config: TrainConfig, device: torch.device,
+            warmup: int, repeats: int) -> tuple[float, float, float]:
+    """(prefill seconds, step seconds, peak GiB over the steps) for one sample."""
+    optimizer = ClampedAdam(importance.parameters(), lr=config.lr)
+    prompt = torch.tensor([sample["input_ids"]], device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        compute_loss(model, importance, sample, config, stage=1).total.backward()
+        optimizer.step()
+
+    prefill_s = seconds_per_call(lambda: prefill(model, prompt), device, warmup, repeats)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    step_s = seconds_per_call(step, device, warmup, repeats)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    return prefill_s, step_s, peak
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    source = resolve_model(args.model)
+    began = time.perf_counter()
+    model = install(freeze(source.load(dtype=dtype, device=device)))
+    print(f"{source.model_id}: built in {time.perf_counter() - began:.1f} s on {device} ({dtype})", flush=True)
+    config = TrainConfig(sink=args.sink, recent=args.recent)
+    vocab = model.config.get_text_config().vocab_size
+    records = []
+    for context in args.context:
+        [sample] = token_copy_samples(vocab, [context], seed=0)
+        importance = Importance(architecture_of(model).mask_shape).to(device)
+        prefill_s, step_s, peak = measure(model, importance, sample, config, device, args.warmup, args.steps)
+        tokens = context + 2 * len(sample["answer_ids"])  # prefill, teacher, student (as the learn job counts)
+        records.append({"model": args.model, "gpus": 1 if device.type == "cuda" else 0, "zero_stage": None,
+                        "context": context, "step_s": step_s, "prefill_s": prefill_s, "tokens_per_s": tokens / step_s,
+                        "peak_gib_per_gpu": peak})
+        print(f"context {context}: step {step_s:.3f} s, prefill alone {prefill_s:.3f} s, "
+              f"step / prefill {step_s / prefill_s:.3f}, peak {peak:.1f} GiB", flush=True)
+    text = json.dumps({"records": records}, indent=1)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
