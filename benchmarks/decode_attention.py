@@ -11,7 +11,14 @@ from L2 left warm by the previous one. SDPA is ``F.scaled_dot_product_attention(
 enable_gqa=True)`` on an un-expanded ``[B, H_kv, N, D]`` cache (PyTorch picks the backend).
 The dense Triton kernel is the LeanK kernel itself with every channel of every head kept.
 Bytes read count the K/V actually touched plus query and output; achieved bandwidth is compared
-with a device-to-device copy measured in the same process.
+with a plain device-to-device copy measured in the same process (``bandwidth.py``), and the
+LeanK speed-up with the one its bytes allow ("% byte limit").
+
+    PYTHONPATH=. python benchmarks/decode_attention.py --out sweep.json --sweep
+    PYTHONPATH=. python benchmarks/decode_attention.py --out t.json --config min_chunk=256 num_stages=3
+
+``--sweep`` times one-change-at-a-time kernel configs (``decode_launch.DecodeConfig``) on the
+cells the targets name and prints the best; ``--config`` runs the table with overrides.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench_cudagraph
 
+from bandwidth import copy_bandwidth
+
 from leank_core.kernels.layout import DecodeState, LayerLayout
 from leank_core.kernels.reference import decode_attention_reference
-from leank_core.kernels.decode_launch import decode_attention_triton
+from leank_core.kernels.decode_launch import CONFIG, DecodeConfig, decode_attention_triton
 
 SHAPES = {
     # name: (query heads, KV heads, head dim, layers, published kept-count histogram over all KV heads)
@@ -39,8 +48,10 @@ SHAPES = {
 }
 SINK, RECENT = 128, 1024
 DTYPE = torch.bfloat16
+DEVICE = "cuda"
 ELEM = torch.finfo(DTYPE).bits // 8
 MEMORY_FRACTION = 0.8  # skip a cell whose buffers would need more of the GPU than this
+MAX_ERR = 2e-2  # bf16 outputs: |triton - reference| above this is a wrong kernel, not rounding
 
 
 def layer_masks(kv_heads: int, head_dim: int, layers: int, histogram: dict[int, int], seed: int) -> list[torch.Tensor]:
@@ -58,18 +69,18 @@ def layer_masks(kv_heads: int, head_dim: int, layers: int, histogram: dict[int, 
 def make_state(batch: int, kv_heads: int, head_dim: int, rows: int, value_heads: int, lengths: torch.Tensor,
                cap: int) -> DecodeState:
     """Random cache buffers; sequence ``b`` holds ``lengths[b]`` tokens, ``cap`` middle columns, ``rows`` kept rows."""
-    lengths = lengths.cuda()
+    lengths = lengths.to(DEVICE)
     return DecodeState(
-        dense_k=torch.randn(batch, kv_heads, SINK + RECENT, head_dim, device="cuda", dtype=DTYPE),
-        dense_v=torch.randn(batch, kv_heads, SINK + RECENT, head_dim, device="cuda", dtype=DTYPE),
+        dense_k=torch.randn(batch, kv_heads, SINK + RECENT, head_dim, device=DEVICE, dtype=DTYPE),
+        dense_v=torch.randn(batch, kv_heads, SINK + RECENT, head_dim, device=DEVICE, dtype=DTYPE),
         sink_len=lengths.clamp(max=SINK).int(), recent_len=(lengths - SINK).clamp(0, RECENT).int(),
-        mid_k=torch.randn(batch, rows, cap, device="cuda", dtype=DTYPE),
-        mid_v=torch.randn(batch, value_heads, cap, head_dim, device="cuda", dtype=DTYPE),
+        mid_k=torch.randn(batch, rows, cap, device=DEVICE, dtype=DTYPE),
+        mid_v=torch.randn(batch, value_heads, cap, head_dim, device=DEVICE, dtype=DTYPE),
         mid_len=(lengths - SINK - RECENT).clamp(min=0).int(),
     )
 
 
-def check_correctness() -> float:
+def check_correctness(config: DecodeConfig = CONFIG) -> float:
     """Max |triton - reference| over small GPU cases: mixed buckets incl. zero and all-kept heads, ragged
     lengths (some shorter than sink + recent), GQA groups 4 and 7, an all-zero layer."""
     worst = 0.0
@@ -80,12 +91,12 @@ def check_correctness() -> float:
         mask = torch.zeros(len(counts), 128, dtype=torch.bool)
         for h, c in enumerate(counts):
             mask[h, torch.randperm(128)[:c]] = True
-        layout = LayerLayout.from_mask(mask, SINK, RECENT).to("cuda")
+        layout = LayerLayout.from_mask(mask, SINK, RECENT).to(DEVICE)
         state = make_state(len(lengths), len(counts), 128, layout.kept_channels, layout.value_heads,
                            torch.tensor(lengths), cap=5120)
-        q = torch.randn(len(lengths), group * len(counts), 128, device="cuda", dtype=DTYPE)
+        q = torch.randn(len(lengths), group * len(counts), 128, device=DEVICE, dtype=DTYPE)
         ref = decode_attention_reference(q, state, layout, 128**-0.5)
-        out = decode_attention_triton(q, state, layout, 128**-0.5)
+        out = decode_attention_triton(q, state, layout, 128**-0.5, config)
         worst = max(worst, (out.float() - ref.float()).abs().max().item())
     return worst
 
@@ -95,68 +106,79 @@ def per_step_ms(steps: list[Callable[[], object]]) -> float:
     return do_bench_cudagraph(lambda: [step() for step in steps], rep=100) / len(steps)
 
 
-def copy_bandwidth() -> float:
-    """Bytes/s (read + write) of a 2 GiB device-to-device copy."""
-    src = torch.empty(1 << 30, device="cuda", dtype=DTYPE)
-    dst = torch.empty_like(src)
-    bandwidth = 2 * src.nbytes / (per_step_ms([lambda: dst.copy_(src)]) * 1e-3)
-    del src, dst
-    return bandwidth
-
-
 def buffers_for(nbytes: int, layers: int) -> int:
     """Distinct per-layer buffers needed so that one step's working set exceeds 3x the L2 cache."""
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     return max(1, min(layers, math.ceil(3 * l2 / nbytes)))
 
 
-def run_cell(name: str, batch: int, n: int, copy_bw: float, seed: int) -> dict:
-    heads, kv_heads, d, layers, histogram = SHAPES[name]
-    layouts = [LayerLayout.from_mask(m, SINK, RECENT).to("cuda") for m in layer_masks(kv_heads, d, layers, histogram,
-                                                                                      seed)]
-    scale = d**-0.5
-    q = torch.randn(batch, heads, d, device="cuda", dtype=DTYPE)
-    lengths = torch.full((batch,), n)
-    mid = n - SINK - RECENT
-    qo = 2 * q.nbytes
-    dense_bytes = 2 * batch * kv_heads * n * d * ELEM
+class Cell:
+    """One model shape at one batch and context: the layouts, a query, and the bytes each variant must read."""
+
+    def __init__(self, name: str, batch: int, n: int, seed: int) -> None:
+        self.name, self.batch, self.n = name, batch, n
+        self.heads, self.kv_heads, self.d, self.layers, histogram = SHAPES[name]
+        self.layouts = [LayerLayout.from_mask(m, SINK, RECENT).to(DEVICE)
+                        for m in layer_masks(self.kv_heads, self.d, self.layers, histogram, seed)]
+        self.scale = self.d**-0.5
+        self.q = torch.randn(batch, self.heads, self.d, device=DEVICE, dtype=DTYPE)
+        self.lengths = torch.full((batch,), n)
+        self.mid = n - SINK - RECENT
+        qo = 2 * self.q.nbytes
+        self.dense_bytes = 2 * batch * self.kv_heads * n * self.d * ELEM + qo
+        self.leank_bytes = [batch * self.mid * (lay.kept_channels + lay.value_heads * self.d) * ELEM
+                            + 2 * batch * self.kv_heads * (SINK + RECENT) * self.d * ELEM + qo for lay in self.layouts]
+
+    def fits(self) -> str | None:
+        """Why the cell cannot run here, or None."""
+        free = torch.cuda.mem_get_info()[0]
+        if self.dense_bytes > MEMORY_FRACTION * free:
+            return f"dense K+V of {self.dense_bytes / 2**30:.1f} GiB exceeds {MEMORY_FRACTION:.0%} of free memory"
+        return None
+
+    def sdpa_ms(self) -> float:
+        copies = buffers_for(self.dense_bytes, self.layers)
+        shape = (self.batch, self.kv_heads, self.n, self.d)
+        kv = [(torch.randn(shape, device=DEVICE, dtype=DTYPE), torch.randn(shape, device=DEVICE, dtype=DTYPE))
+              for _ in range(copies)]
+        q4 = self.q.unsqueeze(2)
+        return per_step_ms([lambda k=k, v=v: F.scaled_dot_product_attention(q4, k, v, scale=self.scale, enable_gqa=True)
+                            for k, v in (kv[i % copies] for i in range(self.layers))])
+
+    def triton_ms(self, config: DecodeConfig, dense: bool = False) -> float:
+        """Per-layer ms of the fused kernel: every layer's own layout, or (``dense``) every channel kept."""
+        full = LayerLayout.from_mask(torch.ones(self.kv_heads, self.d, dtype=torch.bool), SINK, RECENT).to(DEVICE)
+        layouts = [full] * self.layers if dense else self.layouts
+        # Buffers sized for the widest layer; each layer's layout reads only its own rows.
+        copies = buffers_for(self.dense_bytes if dense else min(self.leank_bytes), self.layers)
+        rows, value_heads = max(lay.kept_channels for lay in layouts), max(lay.value_heads for lay in layouts)
+        states = [make_state(self.batch, self.kv_heads, self.d, rows, value_heads, self.lengths, self.mid)
+                  for _ in range(copies)]
+        return per_step_ms([lambda s=states[i % copies], lay=lay: decode_attention_triton(self.q, s, lay, self.scale,
+                                                                                          config)
+                            for i, lay in enumerate(layouts)])
+
+    @property
+    def byte_limit(self) -> float:
+        """The speed-up over a dense read that the bytes alone allow."""
+        return self.dense_bytes / (sum(self.leank_bytes) / self.layers)
+
+
+def run_cell(name: str, batch: int, n: int, copy_bw: float, seed: int, config: DecodeConfig) -> dict:
+    cell = Cell(name, batch, n, seed)
     record = {"model": name, "batch": batch, "tokens": n}
-    free = torch.cuda.mem_get_info()[0]
-    if dense_bytes > MEMORY_FRACTION * free:
-        record["skipped"] = f"dense K+V of {dense_bytes / 2**30:.1f} GiB exceeds {MEMORY_FRACTION:.0%} of free memory"
-        return record
-
-    copies = buffers_for(dense_bytes, layers)
-    kv = [(torch.randn(batch, kv_heads, n, d, device="cuda", dtype=DTYPE),
-           torch.randn(batch, kv_heads, n, d, device="cuda", dtype=DTYPE)) for _ in range(copies)]
-    q4 = q.unsqueeze(2)
-    record["sdpa_ms"] = per_step_ms([lambda k=k, v=v: F.scaled_dot_product_attention(q4, k, v, scale=scale,
-                                                                                     enable_gqa=True)
-                                     for k, v in (kv[i % copies] for i in range(layers))])
-    del kv
-
-    full = LayerLayout.from_mask(torch.ones(kv_heads, d, dtype=torch.bool), SINK, RECENT).to("cuda")
-    states = [make_state(batch, kv_heads, d, kv_heads * d, kv_heads, lengths, mid) for _ in range(copies)]
-    record["dense_triton_ms"] = per_step_ms([lambda s=states[i % copies]: decode_attention_triton(q, s, full, scale)
-                                             for i in range(layers)])
-    del states
-
-    # LeanK: buffers sized for the widest layer; each layer's layout reads only its own rows.
-    leank_bytes = [batch * mid * (lay.kept_channels + lay.value_heads * d) * ELEM
-                   + 2 * batch * kv_heads * (SINK + RECENT) * d * ELEM + qo for lay in layouts]
-    copies = buffers_for(min(leank_bytes), layers)
-    rows, value_heads = max(lay.kept_channels for lay in layouts), max(lay.value_heads for lay in layouts)
-    states = [make_state(batch, kv_heads, d, rows, value_heads, lengths, mid) for _ in range(copies)]
-    record["leank_ms"] = per_step_ms([lambda s=states[i % copies], lay=lay: decode_attention_triton(q, s, lay, scale)
-                                      for i, lay in enumerate(layouts)])
-    del states
+    if reason := cell.fits():
+        return {**record, "skipped": reason}
+    record["sdpa_ms"] = cell.sdpa_ms()
+    record["dense_triton_ms"] = cell.triton_ms(config, dense=True)
+    record["leank_ms"] = cell.triton_ms(config)
     torch.cuda.empty_cache()
-
-    record["dense_bytes"] = dense_bytes + qo
-    record["leank_bytes"] = sum(leank_bytes) / layers
+    record["dense_bytes"] = cell.dense_bytes
+    record["leank_bytes"] = sum(cell.leank_bytes) / cell.layers
     record["bytes_ratio"] = record["leank_bytes"] / record["dense_bytes"]
     record["speedup_vs_sdpa"] = record["sdpa_ms"] / record["leank_ms"]
     record["speedup_vs_dense_triton"] = record["dense_triton_ms"] / record["leank_ms"]
+    record["pct_of_byte_limit"] = 100 * record["speedup_vs_sdpa"] / cell.byte_limit
     for key, nbytes in (("sdpa", record["dense_bytes"]), ("dense_triton", record["dense_bytes"]),
                         ("leank", record["leank_bytes"])):
         record[f"{key}_tb_s"] = nbytes / (record[f"{key}_ms"] * 1e-3) / 1e12
@@ -164,24 +186,95 @@ def run_cell(name: str, batch: int, n: int, copy_bw: float, seed: int) -> dict:
     return record
 
 
+# One change at a time from the default (decode_launch.CONFIG); --sweep times each on the cells the targets name.
+# A [128, 128] bf16 K tile plus its V tile is 64 KiB per pipeline stage, so at two stages one program fills most
+# of an SM's shared memory: warps, stages and tile height trade occupancy against loads in flight.
+SWEEP_CHANGES = ({}, {"min_chunk": 256}, {"min_chunk": 1024}, {"waves": 4}, {"waves": 16}, {"num_stages": 3},
+                 {"num_stages": 4}, {"num_warps": 8}, {"num_warps": 8, "num_stages": 3}, {"block_n": 64},
+                 {"block_n": 64, "num_stages": 4}, {"block_n": 64, "num_warps": 8}, {"block_n": 256},
+                 {"dense_chunk": 128}, {"dense_chunk": 512}, {"min_chunk": 256, "num_stages": 3})
+SWEEP_CELLS = (("llama-3.1-8b", 1, 8192), ("qwen2.5-7b", 1, 8192), ("llama-3.1-8b", 8, 32768),
+               ("qwen2.5-7b", 8, 32768), ("llama-3.1-8b", 4, 131072), ("llama-3.1-8b", 16, 32768))
+
+
+def sweep(seed: int) -> dict:
+    """LeanK kernel ms for each candidate config on each sweep cell, against SDPA and the byte limit."""
+    cells = [Cell(name, batch, n, seed) for name, batch, n in SWEEP_CELLS]
+    sdpa = {(c.name, c.batch, c.n): c.sdpa_ms() for c in cells}
+    rows = []
+    for change in SWEEP_CHANGES:
+        config = CONFIG._replace(**change)
+        row = {"config": config._asdict(), "change": change, "cells": []}
+        try:
+            err = check_correctness(config)
+            problem = f"|triton - reference| = {err:.3g}" if err > MAX_ERR else None
+        except Exception as e:  # noqa: BLE001 - a tile that does not fit the SM is a result, not a crash
+            problem = f"{type(e).__name__}: {str(e)[:120]}"
+        for c in cells:
+            key = (c.name, c.batch, c.n)
+            if problem:
+                row["cells"].append({"cell": key, "error": problem})
+                continue
+            speedup = sdpa[key] / (ms := c.triton_ms(config))
+            row["cells"].append({"cell": key, "leank_ms": ms, "sdpa_ms": sdpa[key], "speedup_vs_sdpa": speedup,
+                                 "pct_of_byte_limit": 100 * speedup / c.byte_limit})
+            torch.cuda.empty_cache()
+        ok = [x for x in row["cells"] if "error" not in x]
+        row["min_speedup_vs_sdpa"] = min((x["speedup_vs_sdpa"] for x in ok), default=0.0)
+        row["geomean_pct_of_byte_limit"] = math.exp(sum(math.log(x["pct_of_byte_limit"]) for x in ok) / len(ok)) \
+            if len(ok) == len(cells) else 0.0
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    best = max(rows, key=lambda r: (r["min_speedup_vs_sdpa"] >= 1, r["geomean_pct_of_byte_limit"]))
+    return {"cells": [list(k) for k in SWEEP_CELLS], "rows": rows, "best": best["config"]}
+
+
+def sweep_markdown(result: dict) -> str:
+    head = "| change | " + " | ".join(f"{m} B{b} {n // 1024}K" for m, b, n in result["cells"]) + \
+        " | min x SDPA | geomean % byte limit |"
+    lines = ["ms per layer (x vs SDPA, % of the byte limit); default " + DecodeConfig(**result["rows"][0]["config"]).describe(),
+             "", head, "|---" * (len(result["cells"]) + 3) + "|"]
+    for row in result["rows"]:
+        cells = [f"{x['leank_ms']:.4f} ({x['speedup_vs_sdpa']:.2f}x, {x['pct_of_byte_limit']:.0f}%)" if "error" not in x
+                 else x["error"][:40] for x in row["cells"]]
+        change = ", ".join(f"{k}={v}" for k, v in row["change"].items()) or "default"
+        lines.append(f"| {change} | " + " | ".join(cells) +
+                     f" | {row['min_speedup_vs_sdpa']:.2f} | {row['geomean_pct_of_byte_limit']:.0f} |")
+    lines += ["", "best: DecodeConfig(" + ", ".join(f"{k}={v}" for k, v in result["best"].items()) + ")"]
+    return "\n".join(lines)
+
+
 def markdown(result: dict) -> str:
     lines = [f"{result['device']}, torch {result['torch']}, triton {result['triton']}. Measured device-to-device "
-             f"copy bandwidth {result['copy_bw_bytes_s'] / 1e12:.2f} TB/s (read + write). bf16, sink {SINK}, recent "
-             f"{RECENT}, alignment 32; published kept-count histograms spread over all layers; ms = per-layer mean "
-             "of all layers run back to back in a CUDA graph. Bytes = K/V actually read + q/out.", "",
-             "| model | B | N | SDPA ms | dense Triton ms | LeanK ms | LeanK vs SDPA | LeanK vs dense Triton "
-             "| LeanK bytes / dense | SDPA TB/s | dense Triton TB/s | LeanK TB/s | LeanK % copy BW |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"copy bandwidth {result['copy_bw_bytes_s'] / 1e12:.2f} TB/s (read + write, a plain >= 1 GiB copy outside "
+             f"CUDA graphs). bf16, sink {SINK}, recent {RECENT}, alignment 32; published kept-count histograms spread "
+             "over all layers; ms = per-layer mean of all layers run back to back in a CUDA graph. Bytes = K/V actually "
+             "read + q/out. % byte limit = (LeanK vs SDPA) / (dense bytes / LeanK bytes). Kernel config: "
+             f"{result['config']}.", "",
+             "| model | B | N | SDPA ms | dense Triton ms | LeanK ms | LeanK vs SDPA | % byte limit | LeanK vs dense "
+             "Triton | LeanK bytes / dense | SDPA TB/s | dense Triton TB/s | LeanK TB/s | LeanK % copy BW |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["records"]:
         head = f"| {r['model']} | {r['batch']} | {r['tokens'] // 1024}K |"
         if "skipped" in r:
-            lines.append(f"{head} skipped: {r['skipped']} |||||||||||")
+            lines.append(f"{head} skipped: {r['skipped']} ||||||||||||")
             continue
         lines.append(f"{head} {r['sdpa_ms']:.3f} | {r['dense_triton_ms']:.3f} | {r['leank_ms']:.3f} | "
-                     f"{r['speedup_vs_sdpa']:.2f}x | {r['speedup_vs_dense_triton']:.2f}x | {r['bytes_ratio']:.1%} | "
-                     f"{r['sdpa_tb_s']:.2f} | {r['dense_triton_tb_s']:.2f} | {r['leank_tb_s']:.2f} | "
-                     f"{r['leank_pct_copy_bw']:.0f}% |")
+                     f"{r['speedup_vs_sdpa']:.2f}x | {r['pct_of_byte_limit']:.0f}% | {r['speedup_vs_dense_triton']:.2f}x | "
+                     f"{r['bytes_ratio']:.1%} | {r['sdpa_tb_s']:.2f} | {r['dense_triton_tb_s']:.2f} | "
+                     f"{r['leank_tb_s']:.2f} | {r['leank_pct_copy_bw']:.0f}% |")
     return "\n".join(lines)
+
+
+def parse_config(pairs: list[str]) -> DecodeConfig:
+    """``key=value`` overrides of the default kernel config; ValueError naming the bad pair."""
+    fields = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in DecodeConfig._fields or not value.isdigit():
+            raise ValueError(f"--config takes key=integer with key in {', '.join(DecodeConfig._fields)}; got {pair!r}")
+        fields[key] = int(value)
+    return CONFIG._replace(**fields)
 
 
 def main() -> None:
@@ -190,27 +283,43 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--tokens", type=int, nargs="+", default=[8192, 32768, 131072])
+    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override kernel config fields for the table (see decode_launch.DecodeConfig)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="instead of the table: time one-change-at-a-time kernel configs on the target cells")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.config and args.sweep:
+        parser.error("--sweep varies the default config; leave out --config")
+    try:
+        config = parse_config(args.config)
+    except ValueError as e:
+        parser.error(str(e))
+    if not torch.cuda.is_available():
+        parser.error("this benchmark times GPU kernels: run it on a machine with CUDA")
     torch.manual_seed(args.seed)
-    err = check_correctness()
+    err = check_correctness(config)
     print(f"max |triton - reference| over the GPU check cases = {err:.3e}", flush=True)
-    if err > 2e-2:
+    if err > MAX_ERR:
         raise SystemExit("kernel disagrees with the reference; not timing it")
-    copy_bw = copy_bandwidth()
-    print(f"copy bandwidth {copy_bw / 1e12:.2f} TB/s", flush=True)
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-              "copy_bw_bytes_s": copy_bw, "max_abs_err_vs_reference": err, "sink": SINK, "recent": RECENT,
-              "dtype": str(DTYPE), "records": []}
-    for name in args.models:
-        for batch in args.batches:
-            for n in args.tokens:
-                r = run_cell(name, batch, n, copy_bw, args.seed)
-                result["records"].append(r)
-                print(json.dumps(r), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.sweep:
+        result = sweep(args.seed)
+        table = sweep_markdown(result)
+    else:
+        copy_bw = copy_bandwidth(torch.device("cuda"))
+        print(f"copy bandwidth {copy_bw / 1e12:.2f} TB/s", flush=True)
+        result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+                  "copy_bw_bytes_s": copy_bw, "max_abs_err_vs_reference": err, "sink": SINK, "recent": RECENT,
+                  "dtype": str(DTYPE), "config": config.describe(), "records": []}
+        for name in args.models:
+            for batch in args.batches:
+                for n in args.tokens:
+                    r = run_cell(name, batch, n, copy_bw, args.seed, config)
+                    result["records"].append(r)
+                    print(json.dumps(r), flush=True)
+        table = markdown(result)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
     args.out.with_suffix(".md").write_text(table + "\n")
     print(table)
 

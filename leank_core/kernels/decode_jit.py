@@ -5,8 +5,10 @@ KV head ``h`` of sequence ``b`` (one ``[G, ...]`` tile, so K and V are read once
 an unnormalised partial softmax (running max ``m`` in log2 units, sum ``l``, weighted values
 ``acc``) over one slice of that head's keys:
 
-* splits ``0 .. n_mid - 1`` take consecutive ``chunk``-token slices of the compact middle.
-  The head's kept count ``c`` is read from a table at run time, so every bucket of the layer
+* splits ``0 .. n_mid - 1`` take consecutive slices of the compact middle. Each sequence's
+  own middle length is cut into ``n_mid`` equal slices of whole tiles, at least
+  ``min_chunk`` tokens each (computed on the device, so a short sequence in a large cache
+  still spreads over all its programs and a long one never needs a bigger plan). The head's kept count ``c`` is read from a table at run time, so every bucket of the layer
   (any count, 0 and D included) runs in the same launch: the query gathered to the kept
   channels times a ``[KC, BLOCK_N]`` tile of channel-major ``mid_k``, ``KC`` the head's tier
   (32, 64 or D rows), whose rows ``>= c`` are predicated off, so only kept rows are read;
@@ -76,7 +78,7 @@ def leank_split_kernel(
     sink_len_ptr, recent_len_ptr, mid_len_ptr,
     counts_ptr, k_row_ptr, v_slot_ptr, kept_idx_ptr,
     part_acc_ptr, part_ml_ptr,
-    qk_scale, chunk, n_mid, n_splits, C, HNZ, CAP,
+    qk_scale, min_chunk, n_mid, n_splits, C, HNZ, CAP,
     HKV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, SINK: tl.constexpr, DENSE: tl.constexpr,
     DENSE_CHUNK: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -96,8 +98,10 @@ def leank_split_kernel(
 
     if split < n_mid:
         count = tl.load(counts_ptr + h)
+        mid_len = tl.load(mid_len_ptr + b)
+        chunk = tl.maximum(tl.cdiv(tl.cdiv(mid_len, n_mid), BLOCK_N) * BLOCK_N, min_chunk)
         start = tl.multiple_of(split * chunk, BLOCK_N)
-        length = tl.minimum(tl.load(mid_len_ptr + b) - start, chunk)
+        length = tl.minimum(mid_len - start, chunk)
         if (count > 0) & (length > 0):
             idx_ptr = kept_idx_ptr + h * D
             k_rows = mid_k_ptr + (b.to(tl.int64) * C + tl.load(k_row_ptr + h)) * CAP + start

@@ -24,6 +24,13 @@ Per layer and per decode step the attention reads three parts:
 ``mid_len``  ``[B]`` int32: valid middle tokens per sequence (columns ``< mid_len[b]``).
 
 All per-sequence lengths live on the device, so a decode step needs no host sync.
+
+Appending token ``n`` (0-based, counting the sequence's own tokens) writes it to dense slot
+``n`` if ``n < S`` else ``S + (n - S) % R``. Once the ring is full (``n >= S + R``) that
+slot's outgoing token ``n - R`` first moves to middle column ``n - S - R``: its kept K
+channels into the head's ``mid_k`` rows, its V into the head's ``mid_v`` slot (nothing for
+zero-count heads). ``LayerLayout.row_sources`` says where each ``mid_k`` row and ``mid_v``
+slot comes from, for code that moves whole blocks of tokens at once.
 Query heads are in model order; query head ``i`` belongs to KV head ``i // (H / H_kv)``.
 """
 
@@ -92,6 +99,21 @@ class LayerLayout:
         """Heads of ``mid_v`` (heads with a nonzero kept count)."""
         return int((self.counts > 0).sum())
 
+    def row_sources(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """int64 ``(row_head, row_channel, value_head)`` on the layout's device: ``mid_k`` row ``r`` holds channel
+        ``row_channel[r]`` of KV head ``row_head[r]``; ``mid_v`` slot ``s`` holds head ``value_head[s]``'s V."""
+        counts, k_row, kept_idx = self.counts.tolist(), self.k_row.tolist(), self.kept_idx.long()
+        row_head = torch.empty(self.kept_channels, dtype=torch.int64, device=self.counts.device)
+        row_channel = torch.empty_like(row_head)
+        for h, (c, r) in enumerate(zip(counts, k_row)):
+            row_head[r : r + c] = h
+            row_channel[r : r + c] = kept_idx[h, :c]
+        value_head = torch.empty(self.value_heads, dtype=torch.int64, device=self.counts.device)
+        for h, slot in enumerate(self.v_slot.tolist()):
+            if slot >= 0:
+                value_head[slot] = h
+        return row_head, row_channel, value_head
+
     def to(self, device: torch.device | str) -> "LayerLayout":
         return LayerLayout(
             counts=self.counts.to(device),
@@ -102,6 +124,12 @@ class LayerLayout:
             recent=self.recent,
             buckets=self.buckets,
         )
+
+
+def window_lengths(n: torch.Tensor, sink: int, recent: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``sink_len``, ``recent_len``, ``mid_len`` (int32) of sequences holding ``n`` tokens each."""
+    return (n.clamp(max=sink).to(torch.int32), (n - sink).clamp(0, recent).to(torch.int32),
+            (n - sink - recent).clamp(min=0).to(torch.int32))
 
 
 @dataclass
@@ -115,3 +143,11 @@ class DecodeState:
     mid_k: torch.Tensor
     mid_v: torch.Tensor
     mid_len: torch.Tensor  # [B] int32
+
+    def check_buffers(self, dtype: torch.dtype) -> None:
+        """Kernels index the four buffers with flat offsets: each must be contiguous and of the query's dtype."""
+        for name in ("dense_k", "dense_v", "mid_k", "mid_v"):
+            tensor = getattr(self, name)
+            if tensor.dtype != dtype or not tensor.is_contiguous():
+                raise ValueError(f"state.{name} must be a contiguous {dtype} tensor (got {tensor.dtype}, "
+                                 f"contiguous={tensor.is_contiguous()})")

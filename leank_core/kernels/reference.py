@@ -1,9 +1,12 @@
-"""PyTorch reference of the LeanK decode attention: the CPU path and the kernels' test oracle.
+"""PyTorch references of the Triton kernels (decode attention, token append, residual RMS norm, RoPE): the CPU
+path and the test oracle.
 
-Semantics (identical to the Triton kernel): for each sequence ``b`` and query head ``i`` of
+Decode attention (identical to the Triton kernel): for each sequence ``b`` and query head ``i`` of
 KV head ``h``, one softmax over the valid dense slots (sink + recent ring, full ``q . k``)
 and, if ``counts[h] > 0``, the first ``mid_len[b]`` middle tokens scored with the query
 gathered to the head's kept channels. Scores and softmax in float32; output in q's dtype.
+Token append: as described in ``layout.py``. Residual RMS norm and RoPE: the decode-step arithmetic
+of the Llama-family decoder layer (see ``norm_rope_jit.py``).
 """
 
 from __future__ import annotations
@@ -53,3 +56,45 @@ def decode_attention_reference(
         mid_v = state.mid_v[:, slots].float()  # [B, n_nz, cap, D]
         out[:, nz] += torch.einsum("bhgn,bhnd->bhgd", p_mid[:, nz], mid_v)
     return out.reshape(b, h, d).to(q.dtype)
+
+
+
+def append_token_reference(key: torch.Tensor, value: torch.Tensor, n: torch.Tensor, state: DecodeState,
+                           layout: LayerLayout) -> None:
+    """Store ``key``/``value`` ``[B, H_kv, D]`` as token ``n[b]`` of each sequence, in place (see layout.py).
+
+    Where the ring is full, the slot's outgoing token first moves to middle column ``n - S - R``
+    (kept K channels, V of nonzero heads); nothing else in the middle is written.
+    """
+    sink, recent = layout.sink, layout.recent
+    slot = torch.where(n < sink, n, sink + (n - sink).remainder(recent))
+    row_head, row_channel, value_head = layout.row_sources()
+    for b in (n >= sink + recent).nonzero().flatten().tolist():
+        column, s = int(n[b]) - sink - recent, int(slot[b])
+        state.mid_k[b, :, column] = state.dense_k[b, row_head, s, row_channel]
+        state.mid_v[b, :, column] = state.dense_v[b, value_head, s]
+    rows = torch.arange(key.shape[0], device=key.device)
+    state.dense_k[rows, :, slot] = key
+    state.dense_v[rows, :, slot] = value
+
+
+def residual_rms_norm_reference(residual: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor,
+                                eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s, norm(s))`` for ``s = residual + delta`` (or ``residual``): the residual add of a decoder layer
+    followed by the Llama-family RMSNorm, op for op as transformers computes them."""
+    total = residual if delta is None else residual + delta
+    h = total.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return total, weight * h.to(total.dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope_reference(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Rotate-half RoPE of one token per sequence (``q`` ``[B, H, D]``, ``k`` ``[B, H_kv, D]``, ``cos``/``sin``
+    ``[B, D]``), op for op as the Llama-family ``apply_rotary_pos_emb`` computes it."""
+    c, s = cos[:, None], sin[:, None]
+    return q * c + _rotate_half(q) * s, k * c + _rotate_half(k) * s

@@ -1,14 +1,15 @@
 """Task builders: each turns a seeded rng into the :class:`PromptParts` of one sample.
 
-RULER-style families: passkey, needle-in-a-haystack variants, variable tracking, common and
-frequent word extraction. Builders never size the haystack themselves (``budget.realize`` does).
+RULER-style families: passkey, needle-in-a-haystack variants, variable tracking (one chain, or
+several interleaved chains), common and frequent word extraction, and question answering over
+synthetic documents. Builders never size the haystack themselves (``budget.realize`` does).
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 
 from leank_core.tasks.budget import PromptParts, TokenCounter
@@ -17,6 +18,7 @@ from leank_core.tasks.phrasings import Phrasing
 TASKS: tuple[str, ...] = (
     "passkey", "niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery",
     "variable_tracking", "common_words", "frequent_words",
+    "niah_reworded", "variable_tracking_chains", "qa_documents",
 )
 TRAIN_TASKS: tuple[str, ...] = ("passkey", "niah_single", "niah_multikey", "niah_multivalue")
 ZIPF = 2.0        # frequent_words: word frequencies ~ 1 / rank**ZIPF (as in RULER)
@@ -36,6 +38,7 @@ class Difficulty:
     values: int = 3    # values under the one key of niah_multivalue
     queries: int = 2   # keys asked at once in niah_multiquery
     hops: int = 4      # variable_tracking: one value passed along `hops` assignments
+    chains: int = 3    # variable_tracking_chains: chains of `hops` assignments, one asked
     common: int = 5    # common_words: most common words asked for
     frequent: int = 3  # frequent_words: most frequent coded words asked for
 
@@ -79,10 +82,12 @@ def _value(rng: random.Random, kind: str) -> str:
     return _number(rng) if kind == "number" else str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _distinct(rng: random.Random, make: Callable[[], str], n: int) -> list[str]:
+def _distinct(rng: random.Random, make: Callable[[], str], n: int, avoid: Collection[str] = ()) -> list[str]:
     out: dict[str, None] = {}
     while len(out) < n:
-        out[make()] = None
+        item = make()
+        if item not in avoid:
+            out[item] = None
     return list(out)
 
 
@@ -93,7 +98,7 @@ def _keys(ctx: TaskInputs, rng: random.Random, n: int) -> list[str]:
 
 def _kind(ctx: TaskInputs, task: str) -> str:
     """niah_single / niah_multikey alternate numbers and uuids by index; the others use numbers."""
-    return "uuid" if task in ("niah_single", "niah_multikey") and ctx.index % 2 else "number"
+    return "uuid" if task in ("niah_single", "niah_multikey", "niah_reworded") and ctx.index % 2 else "number"
 
 
 def _passkey(ctx: TaskInputs, rng: random.Random, task: str, length: int) -> PromptParts:
@@ -130,15 +135,21 @@ def _niah(ctx: TaskInputs, rng: random.Random, task: str, length: int) -> Prompt
 
 
 def _variable_tracking(ctx: TaskInputs, rng: random.Random, task: str, length: int) -> PromptParts:
-    p = ctx.phrasing
-    value = _number(rng, 5)
-    names = _distinct(rng, lambda: "".join(rng.choices(p.var_letters, k=5)), ctx.difficulty.hops + 1)
-    steps = [p.vt_first.format(name=names[0], value=value)]
-    steps += [p.vt_link.format(name=b, prev=a) for a, b in zip(names, names[1:])]
-    depths = sorted(rng.random() for _ in steps)  # a chain is stated in order
-    fixed = [(d, f" {s}.") for d, s in zip(depths, steps)]
-    question = p.vt_question.format(value=value, n=len(names))
-    return PromptParts(p.vt_head, fixed, "\n\n" + question, names, [value], ctx.passkey_sentences)
+    """One chain (``variable_tracking``) or ``chains`` interleaved ones, the first of them asked."""
+    p, d = ctx.phrasing, ctx.difficulty
+    chains, fixed, values, names = [], [], [], []
+    for _ in range(d.chains if task == "variable_tracking_chains" else 1):
+        value = _distinct(rng, lambda: _number(rng, 5), 1, values)[0]
+        chain = _distinct(rng, lambda: "".join(rng.choices(p.var_letters, k=5)), d.hops + 1, names)
+        steps = [p.vt_first.format(name=chain[0], value=value)]
+        steps += [p.vt_link.format(name=b, prev=a) for a, b in zip(chain, chain[1:])]
+        depths = sorted(rng.random() for _ in steps)  # a chain is stated in order
+        fixed += [(depth, f" {s}.") for depth, s in zip(depths, steps)]
+        chains.append(chain)
+        values.append(value)
+        names += chain
+    question = p.vt_question.format(value=values[0], n=len(chains[0]))
+    return PromptParts(p.vt_head, fixed, "\n\n" + question, chains[0], values[:1], ctx.passkey_sentences)
 
 
 def _common_words(ctx: TaskInputs, rng: random.Random, task: str, length: int) -> PromptParts:
@@ -171,9 +182,38 @@ def _frequent_words(ctx: TaskInputs, rng: random.Random, task: str, length: int)
                  [f" {w}" for w in vocab[k:]], weights=zipf[k:], cap=counts[-1] - 1)
 
 
+def _qa_documents(ctx: TaskInputs, rng: random.Random, task: str, length: int) -> PromptParts:
+    """Short documents about made-up people; the question asks one fact from one of them.
+
+    Every document states every attribute (with different values), so the answer is found
+    only by matching the person. Distractor documents are the filler, each used once; filler
+    sentences are never drawn, only used to close the last gap (documents are too coarse).
+    """
+    p = ctx.phrasing
+    word = lambda: rng.choice(ctx.words).capitalize()  # noqa: E731 - made-up words of the split's syllables
+    n_docs = max(8, length // 16)  # more than fit: sizes differ by tokenizer, budget.realize picks
+    people = _distinct(rng, lambda: f"{word()} {word()}", n_docs + 1)
+    asked = rng.randrange(len(p.qa_facts))
+    answer = word()
+    answers = [answer] + [_distinct(rng, word, 1, (answer,))[0] for _ in range(n_docs)]  # only the target has it
+
+    def document(name: str, answer: str) -> str:
+        facts = [fact.format(name=name, value=answer if a == asked else word()) for a, fact in enumerate(p.qa_facts)]
+        body = facts + [s.strip() for s in rng.sample(ctx.sentences, 2)]
+        rng.shuffle(body)
+        return p.qa_document.format(title=name, body=" ".join(body))
+
+    target = document(people[0], answers[0])
+    pool = [document(name, answer) for name, answer in zip(people[1:], answers[1:])]
+    question = p.qa_questions[asked].format(name=people[0])
+    return PromptParts(p.qa_head, [(ctx.target_depth(rng), target)], "\n\n" + question, answers[:1], people[:1],
+                       pool + list(ctx.sentences), weights=[1.0] * len(pool) + [0.0] * len(ctx.sentences), cap=1)
+
+
 BUILDERS: dict[str, Callable[[TaskInputs, random.Random, str, int], PromptParts]] = {
     "passkey": _passkey, "niah_single": _niah, "niah_multikey": _niah, "niah_multivalue": _niah,
     "niah_multiquery": _niah, "variable_tracking": _variable_tracking,
     "common_words": _common_words, "frequent_words": _frequent_words,
+    "niah_reworded": _niah, "variable_tracking_chains": _variable_tracking, "qa_documents": _qa_documents,
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from datasets import Dataset, Features, List, Value
@@ -17,7 +18,8 @@ from transformers import PreTrainedTokenizerBase
 
 from leank_core.tasks.budget import TokenCounter, realize
 from leank_core.tasks.builders import BUILDERS, TASKS, Difficulty, TaskInputs
-from leank_core.tasks.phrasings import PHRASINGS, sentence_pool, word_pool
+from leank_core.tasks.families import FAMILIES, family_of
+from leank_core.tasks.phrasings import Phrasing, sentence_pool, word_pool
 
 SPLITS = ("train", "eval")
 FEATURES = Features({
@@ -27,6 +29,24 @@ FEATURES = Features({
 })
 
 
+@dataclass(frozen=True)
+class FamilyPools:
+    """One phrasing family's wording with its filler pools (built once per generator)."""
+
+    phrasing: Phrasing
+    sentences: tuple[str, ...]
+    passkey_sentences: tuple[str, ...]
+    words: tuple[str, ...]
+
+    @classmethod
+    def build(cls, split: str, family: str) -> "FamilyPools":
+        p = FAMILIES[split][family]
+        name = split if family in ("train", "ruler") else f"{split}-{family}"  # the first families' pools predate families
+        return cls(p, tuple(" " + s for s in sentence_pool(p.haystack, p.slots, f"{name}/haystack")),
+                   tuple(" " + s for s in sentence_pool(p.passkey_haystack, p.slots, f"{name}/passkey")),
+                   word_pool(p.syllables, f"{split}/words"))
+
+
 class SampleGenerator:
     """Samples of one split under one tokenizer; pools are built and tokenized once."""
 
@@ -34,22 +54,29 @@ class SampleGenerator:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}: use 'train' or 'eval'")
         self.split, self.counter, self.difficulty = split, TokenCounter(tokenizer), difficulty
-        p = PHRASINGS[split]
-        self.phrasing = p
-        self.sentences = tuple(" " + s for s in sentence_pool(p.haystack, p.slots, f"{split}/haystack"))
-        self.passkey_sentences = tuple(" " + s for s in sentence_pool(p.passkey_haystack, p.slots, f"{split}/passkey"))
-        self.words = word_pool(p.syllables, f"{split}/words")
+        self.pools: dict[str, FamilyPools] = {}
+
+    def family(self, name: str) -> FamilyPools:
+        if name not in self.pools:
+            self.pools[name] = FamilyPools.build(self.split, name)
+        return self.pools[name]
 
     def sample(self, task: str, length: int, index: int, n: int, seed: int) -> dict[str, Any]:
         rng = random.Random(f"leank-data/{self.split}/{seed}/{task}/{length}/{index}")
-        ctx = TaskInputs(self.phrasing, self.sentences, self.passkey_sentences, self.words, self.counter, self.difficulty, index, n)
+        f = self.family(family_of(self.split, task, index))
+        ctx = TaskInputs(f.phrasing, f.sentences, f.passkey_sentences, f.words, self.counter, self.difficulty, index, n)
         draft = BUILDERS[task](ctx, rng, task, length)
         prompt, ids = realize(draft, task, length, self.counter, rng)
         return {
             "task": task, "length": length, "index": index, "prompt": prompt,
             "answers": draft.answers, "keys": draft.keys, "input_ids": ids,
-            "answer_ids": self.counter.ids(" " + ", ".join(draft.answers) + "."),
+            "answer_ids": self.counter.ids(gold_continuation(draft.answers)),
         }
+
+
+def gold_continuation(answers: Sequence[str]) -> str:
+    """What a perfect model would generate after the prompt (its tokens are ``answer_ids``)."""
+    return " " + ", ".join(answers) + "."
 
 
 def check_tasks_and_lengths(tasks: Sequence[str], lengths: Sequence[int]) -> None:

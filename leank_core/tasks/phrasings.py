@@ -3,7 +3,7 @@
 The train and eval splits share task logic but nothing a model could memorise: each has its
 own phrasings, haystack text, key and word vocabularies (syllables split by parity), so no
 eval prompt and no (key, value) pair can equal a training one. The eval split follows
-RULER's wording; training uses paraphrases.
+RULER's wording (``families`` adds eval-only formats); training uses paraphrases.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ class Phrasing:
     cwe_question: str
     fwe_head: str
     fwe_question: str
+    qa_head: str
+    qa_document: str                 # one document: {title} and {body} (facts among filler sentences)
+    qa_facts: tuple[str, ...]        # one fact per attribute: {name} has {value}
+    qa_questions: tuple[str, ...]    # the question asking each attribute of {name}
     key_words: tuple[tuple[str, ...], tuple[str, ...]]  # niah keys are "first-second"
     var_letters: str                                    # variable_tracking names
     syllables: tuple[str, ...]                          # coded / list words
@@ -99,6 +103,12 @@ PHRASINGS: dict[str, Phrasing] = {
         cwe_question="Which {n} words occur most often in the list? The {n} words that occur most often are:",
         fwe_head="Here is a text in a secret code; count how often each coded word is used.\n\nCode:",
         fwe_question="Which {n} coded words are used most often in the text? The {n} most used coded words are:",
+        qa_head="Short notes about some villagers are mixed into the notes below. Use them to answer the question.",
+        qa_document="\n\nAbout {title}: {body}",
+        qa_facts=("{name} comes from {value}.", "{name} tends the {value} orchard.", "{name} keeps a pony called {value}."),
+        qa_questions=("Where does {name} come from? The home of {name} is",
+                      "Which orchard does {name} tend? The orchard {name} tends is",
+                      "What is the name of {name}'s pony? The pony of {name} is called"),
         key_words=(
             ("amber", "brave", "calm", "dizzy", "eager", "fuzzy", "giddy", "happy", "icy", "jolly", "kind", "lucky",
              "merry", "noble", "odd", "proud", "rapid", "shy", "tidy", "vivid"),
@@ -138,6 +148,13 @@ PHRASINGS: dict[str, Phrasing] = {
                   "Find the {n} most frequently appeared coded words.\n\n"),
         fwe_question=("Question: What are the {n} most frequently appeared words in the above coded text? "
                       "Answer: According to the coded text above, the {n} most frequently appeared words are:"),
+        qa_head=("Answer the question based on the given documents. Only give me the answer and do not output any "
+                 "other words.\n\nThe following are given documents."),
+        qa_document="\n\nDocument: {title}\n{body}",
+        qa_facts=("{name} was born in {value}.", "{name} is the founder of {value}.", "{name} wrote a book called {value}."),
+        qa_questions=("Question: Where was {name} born? Answer: The birthplace of {name} is",
+                      "Question: What did {name} found? Answer: The company founded by {name} is",
+                      "Question: What book did {name} write? Answer: The book written by {name} is"),
         key_words=(
             ("ancient", "bitter", "crimson", "distant", "elegant", "fragile", "grumpy", "hollow", "ivory", "jagged",
              "lavish", "mellow", "nervous", "opaque", "placid", "rustic", "solemn", "tender", "vacant", "wistful"),

@@ -1,4 +1,7 @@
-"""The fused Triton decode kernel (CPU interpreter) computes what the PyTorch reference computes, reading no empty slot."""
+"""The fused Triton decode kernel computes what the PyTorch reference computes, reading no empty slot.
+
+On a GPU machine the kernels run compiled on CUDA tensors; elsewhere in the Triton interpreter.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from leank_core.kernels import decode_attention
 from leank_core.kernels.layout import DecodeState, LayerLayout
 from leank_core.kernels.reference import decode_attention_reference, dense_slot_valid
 from leank_core.kernels import decode_launch
-from leank_core.kernels.decode_launch import DENSE_CHUNK, decode_attention_triton, split_plan
+from leank_core.kernels.decode_launch import decode_attention_triton, split_plan
 
 SINK, RECENT, D = 4, 8, 128
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def layer_mask(counts: list[int], seed: int = 0) -> torch.Tensor:
@@ -22,8 +26,9 @@ def layer_mask(counts: list[int], seed: int = 0) -> torch.Tensor:
     return mask
 
 
-def random_state(layout: LayerLayout, lengths: list[int], cap: int, dtype, seed: int = 0) -> DecodeState:
-    """A cache state holding ``lengths[b]`` tokens per sequence."""
+def random_state(layout: LayerLayout, lengths: list[int], cap: int, dtype, seed: int = 0,
+                 device: str = DEVICE) -> DecodeState:
+    """A cache state holding ``lengths[b]`` tokens per sequence, on ``device``."""
     g = torch.Generator().manual_seed(seed)
     b, hkv, sink, recent = len(lengths), layout.num_kv_heads, layout.sink, layout.recent
     n = torch.tensor(lengths)
@@ -31,12 +36,13 @@ def random_state(layout: LayerLayout, lengths: list[int], cap: int, dtype, seed:
     def rand(*shape):
         return torch.randn(*shape, generator=g).to(dtype)
 
-    return DecodeState(
+    parts = dict(
         dense_k=rand(b, hkv, sink + recent, D), dense_v=rand(b, hkv, sink + recent, D),
         sink_len=n.clamp(max=sink).int(), recent_len=(n - sink).clamp(0, recent).int(),
         mid_k=rand(b, layout.kept_channels, cap), mid_v=rand(b, layout.value_heads, cap, D),
         mid_len=(n - sink - recent).clamp(min=0).int(),
     )
+    return DecodeState(**{name: t.to(device) for name, t in parts.items()})
 
 
 def poisoned(state: DecodeState, sink: int) -> DecodeState:
@@ -51,12 +57,13 @@ def poisoned(state: DecodeState, sink: int) -> DecodeState:
     return DecodeState(dense_k, dense_v, state.sink_len, state.recent_len, mid_k, mid_v, state.mid_len)
 
 
-def assert_kernel_matches_reference(counts, lengths, cap, group=2, dtype=torch.float32, sink=SINK, recent=RECENT):
-    layout = LayerLayout.from_mask(layer_mask(counts), sink, recent)
+def assert_kernel_matches_reference(counts, lengths, cap, group=2, dtype=torch.float32, sink=SINK, recent=RECENT,
+                                    config=decode_launch.CONFIG):
+    layout = LayerLayout.from_mask(layer_mask(counts), sink, recent).to(DEVICE)
     state = random_state(layout, lengths, cap, dtype)
-    q = torch.randn(len(lengths), group * len(counts), D, generator=torch.Generator().manual_seed(1)).to(dtype)
+    q = torch.randn(len(lengths), group * len(counts), D, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
     ref = decode_attention_reference(q, state, layout, D**-0.5)
-    out = decode_attention_triton(q, poisoned(state, sink), layout, D**-0.5)
+    out = decode_attention_triton(q, poisoned(state, sink), layout, D**-0.5, config)
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=tol)
 
@@ -85,34 +92,44 @@ def test_kernel_equals_reference_for_ragged_lengths_and_gqa_groups(lengths, grou
     assert_kernel_matches_reference([0, 32, 112], lengths, cap=768, group=group)
 
 
-def test_kernel_equals_reference_across_many_middle_and_dense_splits(monkeypatch):
-    """Ragged middles over one-tile slices (whole tiles and a masked tail), several dense slices, and more
-    slices than one merge block (small chunk and merge block so the interpreter stays fast)."""
-    monkeypatch.setattr(decode_launch, "MIN_CHUNK", decode_launch.BLOCK_N)
-    monkeypatch.setattr(decode_launch, "MERGE_BLOCK", 8)
-    sink, recent, cap = 64, 2 * decode_launch.DENSE_CHUNK - 64 + 5, 20 * decode_launch.BLOCK_N
-    plan = decode_launch.split_plan(1, 2, cap, sink + recent, torch.device("cpu"))
-    assert plan.n_mid > 2 * 8 and plan.n_dense > 2
-    assert_kernel_matches_reference([16, 128], [sink + recent + cap - 37], cap=cap, sink=sink, recent=recent)
+def test_kernel_equals_reference_across_many_middle_and_dense_splits():
+    """Ragged middles over one-tile slices (whole tiles and a masked tail), several dense slices, more
+    slices than one merge block (small chunk and merge block so the interpreter stays fast), and a short
+    sequence beside a long one: each is cut into the plan's slices by its own length."""
+    small = decode_launch.CONFIG._replace(min_chunk=decode_launch.CONFIG.block_n, merge_block=4)
+    sink, recent, cap = 64, 2 * small.dense_chunk - 64 + 5, 20 * small.block_n
+    plan = decode_launch.split_plan(2, 2, cap, sink + recent, torch.device("cpu"), small)
+    assert plan.n_mid > 2 * small.merge_block and plan.n_dense > 2
+    lengths = [sink + recent + cap - 37, sink + recent + 3 * small.block_n + 5]
+    assert_kernel_matches_reference([16, 128], lengths, cap=cap, sink=sink, recent=recent, config=small)
 
 
-def test_split_plan_depends_only_on_static_shapes_and_covers_the_capacity():
+def test_split_plan_depends_only_on_static_shapes_and_never_cuts_below_the_minimum_chunk():
+    config = decode_launch.CONFIG
     for batch, cap in [(1, 100_000), (16, 100_000), (1, 0), (3, 257)]:
         plan = split_plan(batch, 8, cap, 1152, torch.device("cpu"))
-        assert plan.n_mid * plan.chunk >= cap and (plan.n_mid - 1) * plan.chunk < max(cap, 1)
-        assert plan.n_dense * DENSE_CHUNK >= 1152
+        assert plan.n_mid == min(-(-cap // config.min_chunk), max(1, 64 // (batch * 8)))
+        assert plan.n_dense * config.dense_chunk >= 1152
+
+
+def test_a_minimum_chunk_that_is_not_whole_tiles_is_refused():
+    layout = LayerLayout.from_mask(layer_mask([8, 16]), SINK, RECENT)
+    state = random_state(layout, [SINK + RECENT + 10], cap=64, dtype=torch.float32)
+    bad = decode_launch.CONFIG._replace(min_chunk=decode_launch.CONFIG.block_n + 1)
+    with pytest.raises(ValueError, match="multiple of block_n"):
+        decode_attention_triton(torch.randn(1, 2, D, device=DEVICE), state, layout.to(DEVICE), 1.0, bad)
 
 
 def test_layout_on_another_device_is_refused_with_a_clear_error():
     layout = LayerLayout.from_mask(layer_mask([8, 16]), SINK, RECENT)
     state = random_state(layout, [SINK + RECENT + 10], cap=64, dtype=torch.float32)
-    q = torch.randn(1, 2, D)
+    q = torch.randn(1, 2, D, device=DEVICE)
     with pytest.raises(ValueError, match="layout.to"):
         decode_attention_triton(q, state, layout.to("meta"), 1.0)
 
 
 def test_dispatch_uses_the_reference_on_cpu():
     layout = LayerLayout.from_mask(layer_mask([8, 16]), SINK, RECENT)
-    state = random_state(layout, [SINK + RECENT + 10], cap=64, dtype=torch.float32)
+    state = random_state(layout, [SINK + RECENT + 10], cap=64, dtype=torch.float32, device="cpu")
     q = torch.randn(1, 4, D)
     assert torch.equal(decode_attention(q, state, layout, 0.5), decode_attention_reference(q, state, layout, 0.5))

@@ -16,7 +16,8 @@ from leank_core.tasks import (
 )
 from leank_core.tasks.budget import TokenCounter
 
-RETRIEVAL = ("passkey", "niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "variable_tracking")
+RETRIEVAL = ("passkey", "niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "variable_tracking",
+             "niah_reworded", "variable_tracking_chains", "qa_documents")
 LENGTHS = [1024, 2048]  # bytes: the shortest that fits RULER's wording and four uuid needles
 
 

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The LeanK engine on the GPU machine (issue 17): run from the repository root; everything lands in $OUT.
+#
+#   scripts/device_engine.sh smoke            tests/leank_core on the GPU, then two Llama-shape cells of
+#                                             benchmarks/decode_e2e.py (dense twin and LeanK at B8/32K)   ~4 min
+#   scripts/device_engine.sh kernels          decode-kernel config sweep (benchmarks/decode_attention.py --sweep),
+#                                             then the kernel table with the default config                ~5 min
+#   scripts/device_engine.sh full [MODEL...]  benchmarks/decode_e2e.py, all variants and cells, capacity figure
+#                                             (both models unless named: llama-3.1-8b qwen2.5-7b)          ~8 min
+#
+# tests/leank_core/tasks needs `datasets`, which the machine lacks: scripts/stage_engine_wheels.sh puts it (and its
+# three small dependencies) in .carry/engine-wheels; carry that folder and it is unpacked here. Without it those
+# CPU-only data-generation tests are left out, and pytest.log says so.
+set -uo pipefail
+mode=${1:-smoke}
+shift || true
+OUT=${OUT:?OUT must name the results folder}
+SITE=/tmp/engine-site
+export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+status=0
+
+# run LOG COMMAND...: tee the command's output to $OUT/LOG, note its wall time and exit code, keep the worst code.
+run() {
+  local log=$1 t0=$SECONDS rc
+  shift
+  "$@" 2>&1 | tee "$OUT/$log"
+  rc=${PIPESTATUS[0]}
+  echo "== $((SECONDS - t0)) s, exit $rc: $*" | tee -a "$OUT/$log"
+  [ "$rc" -eq 0 ] || status=$rc
+}
+
+case $mode in
+  smoke)
+    nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv | tee "$OUT/gpu.txt"
+    if [ -d .carry/engine-wheels ]; then
+      mkdir -p $SITE && for w in .carry/engine-wheels/*.whl; do python3 -m zipfile -e "$w" $SITE; done
+    fi
+    ignore=()
+    if ! python3 -c "import datasets" 2>/dev/null; then
+      ignore=(--ignore=tests/leank_core/tasks)
+      echo "datasets is not importable here (carry .carry/engine-wheels to include them): tests/leank_core/tasks left out" | tee "$OUT/pytest_note.txt"
+    fi
+    run pytest.log python3 -m pytest -q -ra tests/leank_core ${ignore[@]+"${ignore[@]}"} --durations=20
+    run decode_e2e_smoke.log python3 benchmarks/decode_e2e.py --out "$OUT/decode_e2e_smoke.json" \
+      --models llama-3.1-8b --batches 8 --tokens 32768 --variants dense_engine leank_engine --capacity-tokens 0 --steps 16 ;;
+  kernels)
+    run decode_sweep.log python3 benchmarks/decode_attention.py --sweep --out "$OUT/decode_sweep.json"
+    run decode_attention.log python3 benchmarks/decode_attention.py --out "$OUT/decode_attention.json" ;;
+  full)
+    models=("$@")
+    [ ${#models[@]} -gt 0 ] || models=(llama-3.1-8b qwen2.5-7b)
+    run decode_e2e.log python3 benchmarks/decode_e2e.py --out "$OUT/decode_e2e.json" --models "${models[@]}" ;;
+  *)
+    echo "usage: scripts/device_engine.sh smoke | kernels | full [MODEL...]" >&2
+    exit 2 ;;
+esac
+exit $status

@@ -1,0 +1,312 @@
+"""The gate's decision rule on constructed score tables: it accepts what is shown lossless, rejects
+what is shown lossy, says undecided (with a plan) in between, and is a deterministic pure function."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from registry.gate import (
+    GatePolicy, PairedSample, Verdict, judge, paired_samples, samples_needed, t_cdf, t_quantile,
+)
+
+TASKS = ("passkey", "niah_single", "niah_multikey", "niah_multiquery")
+LENGTHS = (1024, 2048, 4096, 8192)
+
+
+def suite(n: int, masked=lambda cell, i, full: full, random_score=None, full=None) -> list[PairedSample]:
+    """4 tasks x 4 lengths x ``n``; full scores alternate 1/0 (multiquery: 1, .5, 0) unless given."""
+    out = []
+    for task in TASKS:
+        for length in LENGTHS:
+            for i in range(n):
+                f = full(task, i) if full else ((1.0, 0.5, 0.0)[i % 3] if task == "niah_multiquery" else float(i % 2 == 0))
+                m = masked((task, length), i, f)
+                r = None if random_score is None else random_score((task, length), i, f)
+                out.append(PairedSample(task, length, i, f, m, r))
+    return out
+
+
+def flipped(flips: set[tuple[str, int, int]]):
+    """A masked run equal to full except 0/1 flips at the given (task, length, index)."""
+    return lambda cell, i, f: (1.0 - f if (*cell, i) in flips else f)
+
+
+def broken(cell_broken: tuple[str, int]):
+    return lambda cell, i, f: (0.0 if cell == cell_broken else f)
+
+
+# ---------------------------------------------------------------- clear pass / fail / undecided
+
+@pytest.mark.parametrize("n", [2, 4, 8, 64])
+def test_identical_runs_are_always_accepted(n):
+    verdict = judge(suite(n))
+    assert verdict.decision == "accepted", verdict.reasons
+    assert verdict.mean.upper == verdict.mean.drop == 0.0  # nothing varies, so the bound is the estimate
+    assert verdict.samples_needed is None and verdict.next_look is None
+
+
+def test_rare_symmetric_flips_on_a_large_suite_are_accepted():
+    rng = random.Random(7)
+    flips = {(t, n, i) for t in TASKS for n in LENGTHS for i in range(256) if rng.random() < 0.01}
+    verdict = judge(suite(256, flipped(flips)))
+    assert flips and verdict.decision == "accepted", verdict.reasons
+    assert all(c.upper <= 5.0 for c in verdict.cells) and verdict.mean.upper <= 1.0
+
+
+def test_a_mask_that_destroys_retrieval_is_rejected_on_the_mean():
+    verdict = judge(suite(8, lambda cell, i, f: 0.0))
+    assert verdict.decision == "rejected"
+    assert verdict.mean.status == "beyond" and verdict.mean.lower > 1.0
+    assert verdict.reasons[0].startswith("mean drop")
+
+
+def test_one_destroyed_cell_is_rejected_by_its_corrected_bound():
+    cell = ("niah_single", 4096)
+    verdict = judge(suite(32, broken(cell), full=lambda task, i: 1.0))
+    assert verdict.decision == "rejected"
+    bad = [c for c in verdict.cells if c.status == "beyond"]
+    assert [(c.task, c.length) for c in bad] == [cell] and any(r.startswith("niah_single@4096") for r in verdict.reasons)
+
+
+def test_the_measured_smollm2_pattern_is_undecided_not_rejected():
+    """GPU 70 % mask, 4 per cell (results/smollm2): 3 samples worse, 1 better -> was a reject."""
+    flips = {("niah_single", 1024, 0), ("niah_multikey", 4096, 2), ("niah_multikey", 1024, 1),
+             ("niah_multikey", 1024, 2)}
+    verdict = judge(suite(4, flipped(flips)))
+    assert verdict.decision == "undecided" and verdict.samples_needed > 32
+    # 4 -> 32 per cell in four looks is not expected to decide: go to the last look anyway, and say so
+    assert verdict.next_look == 4 and verdict.next_samples == 32
+    assert any("continue at look 4 of 4 with 32 samples per cell" in r for r in verdict.reasons)
+
+
+def test_an_undecided_suite_gets_the_first_look_expected_to_decide():
+    rng = random.Random(0)
+    flips = {(t, n, i) for t in TASKS for n in LENGTHS for i in range(64) if rng.random() < 0.02}
+    verdict = judge(suite(64, flipped(flips)))
+    assert verdict.decision == "undecided" and verdict.next_look in (2, 3)  # not just the last look
+    assert verdict.next_samples == 64 * 2 ** (verdict.next_look - 1)
+    assert all(c.samples_needed == verdict.samples_needed <= verdict.next_samples for c in verdict.cells)
+    assert verdict.mean.samples_needed == verdict.samples_needed
+
+
+# ---------------------------------------------------------------- small samples
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+@pytest.mark.parametrize("cell", [("passkey", 1024), ("niah_multiquery", 8192)])
+@pytest.mark.parametrize("index", [0, 1])
+def test_one_flipped_sample_never_rejects_a_small_suite(n, cell, index):
+    verdict = judge(suite(n, flipped({(*cell, index)})))
+    assert verdict.decision != "rejected", verdict.reasons
+
+
+def test_a_single_sample_per_cell_cannot_be_bounded():
+    verdict = judge(suite(1))
+    assert verdict.decision == "undecided" and verdict.mean.upper is None
+    assert verdict.samples_needed >= 2 and any("unbounded" in r for r in verdict.reasons)
+
+
+# ---------------------------------------------------------------- fractional scores
+
+def test_fractional_scores_are_paired_exactly():
+    """Multi-answer tasks score fractions: the drop is the mean of full - masked over cells."""
+    half = lambda cell, i, f: max(0.0, f - 0.5) if cell[0] == "niah_multiquery" else f  # noqa: E731
+    samples = suite(6, half)
+    verdict = judge(samples)
+    cells = {(c.task, c.length): c for c in verdict.cells}
+    for (task, length), c in cells.items():
+        mine = [s for s in samples if (s.task, s.length) == (task, length)]
+        assert c.drop == pytest.approx(100 * sum(s.full - s.masked for s in mine) / len(mine))
+        assert c.lower <= c.drop <= c.upper
+    assert verdict.mean.drop == pytest.approx(sum(c.drop for c in cells.values()) / len(cells))
+    assert all(cells[("niah_multiquery", n)].drop > 0 for n in LENGTHS)
+
+
+def test_a_constant_fractional_drop_just_inside_the_margin_is_accepted():
+    """1.0 vs 0.95 is 5 points up to float rounding; the tolerance counts it as on the margin."""
+    samples = suite(4, lambda cell, i, f: 0.95, full=lambda task, i: 1.0)
+    assert judge(samples, GatePolicy(mean_margin=5.0, cell_margin=5.0)).decision == "accepted"
+
+
+# ---------------------------------------------------------------- exact boundaries
+
+@pytest.mark.parametrize("margin,decision", [(25.0, "accepted"), (24.99, "rejected")])
+def test_a_drop_exactly_at_the_margin_is_within_it(margin, decision):
+    samples = suite(4, lambda cell, i, f: 0.5, full=lambda task, i: 0.75)  # every sample drops 25 points
+    verdict = judge(samples, GatePolicy(mean_margin=margin, cell_margin=margin))
+    assert verdict.decision == decision
+    assert verdict.mean.drop == verdict.mean.upper == verdict.mean.lower == 25.0
+
+
+# ---------------------------------------------------------------- random baseline
+
+def test_learning_mattered_when_the_random_mask_is_far_worse():
+    verdict = judge(suite(16, random_score=lambda cell, i, f: 0.0))
+    assert verdict.decision == "accepted" and verdict.baseline.learning_mattered
+    assert verdict.baseline.gain == pytest.approx(verdict.mean.masked - verdict.mean.random)
+    assert verdict.baseline.lower > 0 and verdict.mean.random == 0.0
+
+
+def test_a_random_mask_as_good_as_the_learned_one_is_reported_but_does_not_block():
+    verdict = judge(suite(16, random_score=lambda cell, i, f: f))
+    assert verdict.decision == "accepted" and not verdict.baseline.learning_mattered
+    assert any(r.startswith("learning did not matter") for r in verdict.reasons)
+
+
+def test_no_random_run_means_no_baseline_and_a_partial_one_is_refused():
+    assert judge(suite(4)).baseline is None
+    samples = suite(4, random_score=lambda cell, i, f: 0.0)
+    samples[3] = PairedSample(samples[3].task, samples[3].length, samples[3].index, 1.0, 1.0)
+    with pytest.raises(ValueError, match="random-baseline score"):
+        judge(samples)
+
+
+# ---------------------------------------------------------------- sequential plan
+
+def test_an_undecided_last_look_has_no_next_look_and_is_not_accepted():
+    flips = {("passkey", 1024, 0), ("niah_single", 2048, 1)}
+    policy = GatePolicy(looks=2)
+    verdict = judge(suite(4, flipped(flips)), policy, look=2)
+    assert verdict.decision == "undecided" and verdict.next_look is verdict.next_samples is None
+    assert any("was the plan's last: not accepted" in r for r in verdict.reasons)
+    with pytest.raises(ValueError, match="look must be"):
+        judge(suite(4), policy, look=3)
+
+
+@pytest.mark.parametrize("looks", [1, 2, 4, 7])
+def test_the_looks_spend_exactly_the_error_budget(looks):
+    policy = GatePolicy(confidence=0.9, looks=looks)
+    spent = [policy.alpha(j) for j in range(1, looks + 1)]
+    assert sum(spent) == pytest.approx(0.1) and spent == sorted(spent, reverse=True)
+
+
+def test_rejects_are_corrected_over_cells_and_accepts_are_not():
+    verdict = judge(suite(4), GatePolicy(confidence=0.9, looks=3), look=2)
+    m = verdict.method
+    assert m["alpha_accept"] == pytest.approx(0.025) and m["alpha_reject_mean"] == pytest.approx(0.0125)
+    assert m["alpha_reject_cell"] == pytest.approx(0.0125 / len(verdict.cells)) and m["look"] == 2
+
+
+def test_samples_needed_is_the_smallest_n_whose_bound_clears_the_margin():
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf
+    for estimate, sd, margin in [(0.0, 22.0, 1.0), (2.0, 30.0, 5.0), (12.0, 40.0, 5.0)]:
+        n = samples_needed(estimate, sd, margin, alpha=0.0125, power=0.9)
+        reach = lambda k: (z(1 - 0.0125) + z(0.9)) * sd / math.sqrt(k)  # noqa: E731
+        assert reach(n) <= abs(margin - estimate) < reach(n - 1)
+    assert samples_needed(5.0, 10.0, 5.0, alpha=0.05, power=0.9) is None  # on the margin: no n decides
+
+
+# ---------------------------------------------------------------- determinism and JSON
+
+def test_same_input_in_any_order_gives_an_identical_verdict_and_json():
+    flips = {("passkey", 2048, 1), ("niah_multikey", 1024, 3)}
+    samples = suite(6, flipped(flips), random_score=lambda cell, i, f: 0.0)
+    shuffled = samples[:]
+    random.Random(3).shuffle(shuffled)
+    a, b = judge(samples), judge(shuffled)
+    assert a == b and json.dumps(a.to_dict(), sort_keys=True) == json.dumps(b.to_dict(), sort_keys=True)
+    again = Verdict.from_dict(json.loads(json.dumps(a.to_dict())))
+    assert again == a and json.dumps(again.to_dict()) == json.dumps(a.to_dict())
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda d: d.update(decision="passed"), "decision"),
+    (lambda d: d.pop("mean"), "missing fields"),
+    (lambda d: d["mean"].update(upper=float("nan")), "finite"),
+    (lambda d: d["cells"][0].update(status="fine"), "status"),
+    (lambda d: d.update(cells="all good"), "wrong shape|Estimate"),
+    (lambda d: d.update(format="leank-gate-verdict/0"), "not a leank-gate-verdict/1"),
+    (lambda d: d.update(extra=1), "unknown fields"),
+])
+def test_a_damaged_verdict_is_refused_with_one_line(damage, match):
+    data = json.loads(json.dumps(judge(suite(4)).to_dict()))
+    damage(data)
+    with pytest.raises(ValueError, match=match) as info:
+        Verdict.from_dict(data)
+    assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(mean_margin=float("nan")), "mean_margin"),
+    (dict(cell_margin=float("inf")), "cell_margin"),
+    (dict(mean_margin=-1.0), "mean_margin"),
+    (dict(cell_margin=101.0), "cell_margin"),
+    (dict(mean_margin="1"), "mean_margin"),
+    (dict(confidence=1.0), "confidence"),
+    (dict(confidence=float("nan")), "confidence"),
+    (dict(power=0.2), "power"),
+    (dict(looks=0), "looks"),
+    (dict(looks=2.5), "looks"),
+    (dict(looks=True), "looks"),
+])
+def test_bad_policies_are_refused_with_one_line(kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        GatePolicy(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_policy_round_trips_and_refuses_unknown_fields():
+    policy = GatePolicy(mean_margin=2.0, looks=2)
+    assert GatePolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
+    assert GatePolicy.from_dict({}) == GatePolicy()
+    with pytest.raises(ValueError, match="unknown fields"):
+        GatePolicy.from_dict({"max_drop": 1})
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(full=float("nan")), "score 'full'"),
+    (dict(masked=1.5), "score 'masked'"),
+    (dict(random=-0.1), "score 'random'"),
+    (dict(full=True), "score 'full'"),
+    (dict(task=""), "task"),
+    (dict(length=0), "length"),
+    (dict(index=-1), "index"),
+])
+def test_bad_samples_are_refused_with_one_line(kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        PairedSample(**(dict(task="passkey", length=1024, index=0, full=1.0, masked=1.0) | kwargs))
+    assert "\n" not in str(info.value)
+
+
+def test_empty_or_duplicated_samples_are_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        judge([])
+    with pytest.raises(ValueError, match="appears twice"):
+        judge(suite(2) + suite(2)[:1])
+
+
+def test_paired_samples_joins_evaluation_rows():
+    rows = [{"run": run, "task": "passkey", "length": 1024, "index": i, "score": score}
+            for i in range(2) for run, score in (("full", 1.0), ("masked", 0.0), ("random", 0.0))]
+    pairs = paired_samples(rows[::-1])
+    assert pairs == [PairedSample("passkey", 1024, i, 1.0, 0.0, 0.0) for i in range(2)]
+    with pytest.raises(ValueError, match="no 'masked' score"):
+        paired_samples([r for r in rows if r["run"] != "masked"])
+    with pytest.raises(ValueError, match="two 'full' scores"):
+        paired_samples(rows + rows[:1])
+
+
+# ---------------------------------------------------------------- the t distribution
+
+def test_t_quantile_inverts_the_cdf_and_tends_to_the_normal():
+    from statistics import NormalDist
+
+    for df in (1, 2.5, 7, 63, 1e4):
+        for p in (0.5, 0.9, 0.95, 0.99, 0.9999):
+            assert t_cdf(t_quantile(p, df), df) == pytest.approx(p, abs=1e-12)
+    assert t_quantile(0.975, 1e6) == pytest.approx(NormalDist().inv_cdf(0.975), rel=1e-5)
+    assert t_quantile(0.95, 3) > t_quantile(0.95, 30) > t_quantile(0.95, 3000)
+
+
+def test_t_quantile_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 3, 7.5, 63, 500):
+        for p in (0.9, 0.99, 0.999999):
+            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
