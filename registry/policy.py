@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .gate import PairedSample
 from .records import DamagedRecord, dump_json, parse_json_object
 from .report import Gate, Report
 from .signing import check_public_key
@@ -57,9 +58,9 @@ class Suite:
                       for t, n in sorted(set(counts) | required) if counts.get((t, n), 0) < self.min_samples]
 
 
-def sample_counts(pairs: Iterable[Mapping[str, Any]]) -> Counter:
+def sample_counts(pairs: Iterable[PairedSample]) -> Counter:
     """Paired samples per (task, length) cell."""
-    return Counter((p["task"], p["length"]) for p in pairs)
+    return Counter(p.cell for p in pairs)
 
 
 def _is_int(value: Any) -> bool:

@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .gate import RUNS, PairedSample, paired_samples
 from .records import DamagedRecord, dump_json, parse_json_object
 from .signing import Signer, check_public_key, verify
 
 REPORT_FORMAT = "leank-validation-report/2"
 SIGNED_FORMAT = "leank-signed-report/1"
 MAX_MARGIN = 100.0  # accuracy points: a larger allowed drop would pass anything
-_PAIR_RUNS = ("full", "masked", "random")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Gate:
         """The margins in which this gate allows more than ``other``."""
         return [f.name for f in fields(self) if getattr(self, f.name) > getattr(other, f.name)]
 
-    def reasons(self, pairs: Sequence[Mapping[str, Any]]) -> list[str]:
+    def reasons(self, pairs: Sequence[PairedSample]) -> list[str]:
         """Why the masked run fails this gate on ``pairs`` (empty: it passes)."""
         full, masked = cell_accuracy(pairs, "full"), cell_accuracy(pairs, "masked")
         if not full:
@@ -72,50 +72,12 @@ class Gate:
             raise DamagedRecord(f"{where}: gate is not valid ({str(e).splitlines()[0]})") from None
 
 
-def paired_samples(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per-sample rows of several runs → one pair per eval sample: ``{task, length, index, full,
-    masked, random}`` (``random`` None without the baseline), sorted by task, length, index."""
-    by_sample: dict[tuple[str, int, int], dict[str, float]] = defaultdict(dict)
-    for row in rows:
-        sample = (str(row["task"]), int(row["length"]), int(row["index"]))
-        if row["run"] in by_sample[sample]:
-            raise ValueError(f"sample {sample} has two {row['run']!r} rows")
-        by_sample[sample][row["run"]] = float(row["score"])
-    if not by_sample:
-        raise ValueError("the full and masked runs must cover the same, non-empty set of samples")
-    pairs = []
-    for (task, length, index), scores in sorted(by_sample.items()):
-        if "full" not in scores or "masked" not in scores:
-            raise ValueError(f"the full and masked runs must cover the same samples; {task}@{length} #{index} "
-                             f"has only {sorted(scores)}")
-        pairs.append({"task": task, "length": length, "index": index, "full": scores["full"],
-                      "masked": scores["masked"], "random": scores.get("random")})
-    return [check_pair(p, "rows") for p in pairs]
-
-
-def check_pair(pair: Any, where: str) -> dict[str, Any]:
-    """``pair`` if it is a well-formed pair (scores finite, in [0, 1]); DamagedRecord otherwise."""
-    ok = (isinstance(pair, dict) and set(pair) == {"task", "length", "index", *_PAIR_RUNS}
-          and isinstance(pair["task"], str)
-          and all(isinstance(pair[k], int) and not isinstance(pair[k], bool) for k in ("length", "index"))
-          and all(_is_score(pair[run]) or (run == "random" and pair[run] is None) for run in _PAIR_RUNS))
-    if not ok:
-        raise DamagedRecord(f"{where}: pair {str(pair)[:80]} is not {{task, length, index, full, masked, random}} "
-                            "with scores in [0, 1]")
-    return pair
-
-
-def _is_score(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and 0.0 <= value <= 1.0)
-
-
-def cell_accuracy(pairs: Iterable[Mapping[str, Any]], run: str) -> dict[str, float]:
+def cell_accuracy(pairs: Iterable[PairedSample], run: str) -> dict[str, float]:
     """``{"task@length": accuracy points}`` of one run over the pairs that have it."""
     sums: dict[str, list[float]] = defaultdict(list)
     for p in pairs:
-        if p[run] is not None:
-            sums[f"{p['task']}@{p['length']}"].append(float(p[run]))
+        if getattr(p, run) is not None:
+            sums[f"{p.task}@{p.length}"].append(getattr(p, run))
     return {cell: 100.0 * sum(s) / len(s) for cell, s in sorted(sums.items())}
 
 
@@ -139,7 +101,7 @@ class Report:
     model_hash: str
     mask_sha256: str
     manifest_sha256: str
-    pairs: list[dict[str, Any]]
+    pairs: list[PairedSample]
     accuracy: dict[str, dict[str, float]]  # run -> cell -> points
     mean: dict[str, float]
     deltas: dict[str, float]  # cell -> masked - full
@@ -156,7 +118,7 @@ class Report:
               gate: Gate, memory: dict[str, Any], settings: dict[str, Any], version: int | None = None,
               manifest_sha256: str = "") -> "Report":
         pairs = paired_samples(rows)
-        runs = [run for run in _PAIR_RUNS if any(p[run] is not None for p in pairs)]
+        runs = [run for run in RUNS if any(getattr(p, run) is not None for p in pairs)]
         accuracy = {run: cell_accuracy(pairs, run) for run in runs}
         mean = {run: sum(cells.values()) / len(cells) for run, cells in accuracy.items()}
         deltas = {cell: accuracy["masked"][cell] - acc for cell, acc in accuracy["full"].items()}
@@ -184,7 +146,10 @@ class Report:
             kinds = kind if isinstance(kind, tuple) else (kind,)
             if not isinstance(d[name], kinds) or isinstance(d[name], bool) != (bool in kinds):
                 raise DamagedRecord(f"{where}: report field {name!r} is not {' or '.join(k.__name__ for k in kinds)}")
-        pairs = [check_pair(p, where) for p in d["pairs"]]
+        try:
+            pairs = [PairedSample.from_dict(p) for p in d["pairs"]]
+        except (TypeError, ValueError, AttributeError) as e:
+            raise DamagedRecord(f"{where}: a pair is not a paired sample ({str(e).splitlines()[0][:120]})") from None
         return cls(**{**d, "pairs": pairs, "gate": Gate.from_dict(d["gate"], where)})
 
     @classmethod

@@ -48,7 +48,7 @@ def test_a_mean_drop_beyond_one_point_fails():
 
 
 def test_runs_must_cover_the_same_cells():
-    with pytest.raises(ValueError, match="same"):
+    with pytest.raises(ValueError, match="every prompt needs full and masked"):
         build({"a@1": [1]}, {"b@1": [1]})
 
 
