@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import statistics
 from collections.abc import Callable
 from contextlib import nullcontext

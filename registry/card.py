@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def model_card(record: VersionRecord) -> str:
     """The Markdown card of one version (see the module docstring)."""
-    m, ref = record.manifest, record.ref
+    m = record.manifest
     deciding = decided_by(record)
     parts = [
         _front_matter(m.model_id),

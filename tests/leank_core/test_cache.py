@@ -292,8 +292,7 @@ def test_a_decode_step_does_not_synchronise_with_the_host():
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
-            layer.update(kv, kv)
-            layer.attend(None, query, None, 0.25)
+            layer.attend(None, query, *layer.update(kv, kv), None, 0.25)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
