@@ -7,8 +7,11 @@ Samples come from the *eval* split of ``leank_core.tasks`` (templates, haystacks
 disjoint from training). They are sharded over Ray workers (one per GPU; CPU workers
 locally); each worker runs every sample with the full cache and with the mask (and, with
 ``--baseline random``, with a random mask of the same kept counts). The report (JSON + PNG)
-is written locally and, for a registry mask, attached to that exact version, which then
-becomes ``accepted`` or ``rejected``. The process exits 1 on reject so CI can gate on it.
+is written locally and, for a registry mask, signed with the validator's key
+(``$LEANK_SIGNING_KEY``, made by ``leank registry keygen``) and attached to that exact
+version, which the registry then accepts or rejects under its own policy: the gate margins
+and required suite are the registry's (``leank registry policy show``); margins given here
+may only be stricter. The process exits 1 on reject so CI can gate on it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (ray job submit -- python pipelines/validate.py)
@@ -26,9 +29,13 @@ from leank_core.compat import text_config  # noqa: E402
 from leank_core.tasks import TASKS, make_samples  # noqa: E402
 from leank_core.model_source import ModelSource, resolve_model  # noqa: E402
 from leank_core.mask import LeanKMask  # noqa: E402
-from pipelines.config import JobParser, UsageError  # noqa: E402
+from pipelines.config import JobParser, UsageError, finite_float  # noqa: E402
 from pipelines.plot import plot_report  # noqa: E402
-from registry import Gate, Judgement, MaskRef, MaskRegistry, RegistryError, Report, parse_ref  # noqa: E402
+from registry import (  # noqa: E402
+    Gate, Judgement, MaskRef, MaskRegistry, RegistryError, Report, Signer, SignedReport, Status, load_signer, parse_ref,
+)
+from registry.policy import Policy  # noqa: E402
+from registry.report import MAX_MARGIN  # noqa: E402
 
 DEFAULT_LENGTHS = (1024, 2048)
 
@@ -47,8 +54,13 @@ def build_parser() -> JobParser:
                    help="greedy tokens generated per sample beyond the gold answer's length")
     p.add_argument("--baseline", choices=["random"], default=None,
                    help="also evaluate a random mask with the same kept counts (what learning is worth)")
-    p.add_argument("--max-mean-drop", type=float, default=1.0, help="gate: allowed drop of mean accuracy (points)")
-    p.add_argument("--max-cell-drop", type=float, default=5.0, help="gate: allowed drop of any task x length cell (points)")
+    margin = finite_float(0, MAX_MARGIN)
+    p.add_argument("--max-mean-drop", type=margin, default=None,
+                   help="gate: allowed drop of mean accuracy in points (default: the registry policy's; for a file "
+                        f"{Gate.max_mean_drop}); for a registry mask only a stricter value is allowed")
+    p.add_argument("--max-cell-drop", type=margin, default=None,
+                   help="gate: allowed drop of any task x length cell in points (default: the registry policy's; for "
+                        f"a file {Gate.max_cell_drop}); for a registry mask only a stricter value is allowed")
     p.add_argument("--num-workers", type=int, default=None, help="Ray workers (default: one per GPU, else 1)")
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default 1 if the cluster has GPUs)")
     p.add_argument("--out", type=Path, default=Path("runs/validate"), help="where the report JSON/PNG are written")
@@ -65,7 +77,7 @@ class ValidationPlan:
     seed: int
     extra_tokens: int
     baseline: bool
-    gate: Gate
+    margins: dict[str, float]  # gate margins the caller gave (Gate field -> points); the rest: policy / defaults
     num_workers: int | None
     gpus_per_worker: float | None
     out: Path
@@ -73,6 +85,18 @@ class ValidationPlan:
     @property
     def runs(self) -> list[str]:
         return ["full", "masked"] + (["random"] if self.baseline else [])
+
+    def gate(self, policy: Policy | None) -> Gate:
+        """The gate this run judges with: the registry ``policy``'s (the default gate for a file)
+        with the caller's margins; UsageError if one of them is looser than the policy's."""
+        base = policy.gate if policy is not None else Gate()
+        gate = replace(base, **self.margins)
+        looser = gate.looser_than(base)
+        if policy is not None and looser:
+            raise UsageError(", ".join(f"--{name.replace('_', '-')} {getattr(gate, name)} is looser than the registry "
+                                       f"policy's {getattr(base, name)}" for name in looser)
+                             + "; only stricter margins may be given (leank registry policy show)")
+        return gate
 
 
 def plan_from_args(args: argparse.Namespace, source: ModelSource) -> ValidationPlan:
@@ -84,9 +108,9 @@ def plan_from_args(args: argparse.Namespace, source: ModelSource) -> ValidationP
     window = text_config(source.config()).max_position_embeddings
     if max(args.lengths) + 64 > window:
         raise UsageError(f"--lengths up to {max(args.lengths)} leave no room to generate in the model window {window}")
+    margins = {name: value for name in ("max_mean_drop", "max_cell_drop") if (value := getattr(args, name)) is not None}
     return ValidationPlan(tuple(args.tasks), tuple(args.lengths), args.samples, args.seed, args.extra_tokens,
-                          args.baseline is not None, Gate(args.max_mean_drop, args.max_cell_drop), args.num_workers,
-                          args.gpus_per_worker, args.out)
+                          args.baseline is not None, margins, args.num_workers, args.gpus_per_worker, args.out)
 
 
 def plan_from_config(path: str | None, source: ModelSource) -> ValidationPlan:
@@ -101,6 +125,27 @@ class Target:
 
     registry: MaskRegistry
     ref: MaskRef
+
+
+def check_target(registry: MaskRegistry, plan: ValidationPlan) -> tuple[Signer, Gate]:
+    """What judging in ``registry`` needs, checked before any work: the validator's signing key
+    (trusted by the registry), the gate (policy margins, caller's only stricter), and a plan
+    covering the policy's required suite. One-line ValueError/UsageError otherwise."""
+    trust = registry.trust()
+    policy = trust.require()
+    gate = plan.gate(policy)
+    missing = policy.suite.missing({(t, n): plan.samples for t in plan.tasks for n in plan.lengths})
+    if missing:
+        suite = policy.suite
+        raise UsageError(f"registry {registry.store.url} requires tasks {list(suite.tasks) or 'any'}, lengths "
+                         f"{list(suite.lengths) or 'any'}, >= {suite.min_samples} samples per cell; this plan lacks: "
+                         f"{'; '.join(missing)}")
+    signer = load_signer(create=True)
+    if signer.public_key not in registry.trust().keys:  # again: a key made just now is this reader's own
+        raise UsageError(f"the signing key {signer.source} ({signer.public_key}) is not among {trust.whose} of "
+                         f"registry {registry.store.url}; its owner runs: leank registry policy set --trust-key "
+                         f"{signer.public_key}")
+    return signer, gate
 
 
 def load_mask(spec: str, registry_url: str | None) -> tuple[LeanKMask, Target | None]:
@@ -179,8 +224,12 @@ def validate(source: ModelSource, mask: LeanKMask, plan: ValidationPlan,
              target: Target | None = None) -> tuple[Report, Judgement | None]:
     """Evaluate full vs masked (vs random), write the report, and have the registry judge ``target``.
 
-    Raises ``ValidationFailed`` for a worker's error, ``RegistryError`` for registry trouble.
+    Raises ``UsageError``/``ValueError`` (before any work) when the target cannot be judged
+    (:func:`check_target`), ``ValidationFailed`` for a worker's error, ``RegistryError`` for
+    registry trouble.
     """
+    signer, gate = check_target(target.registry, plan) if target else (None, plan.gate(None))
+    manifest = target.registry.manifest(target.ref) if target else None
     tokenizer = source.tokenizer()
     samples = make_samples(tokenizer, "eval", plan.tasks, plan.lengths, plan.samples, plan.seed).to_list()
     sha = mask.sha256()  # the identity the report and the registry decision refer to
@@ -190,18 +239,21 @@ def validate(source: ModelSource, mask: LeanKMask, plan: ValidationPlan,
     except Exception as e:  # noqa: BLE001 - a worker's error (e.g. mask for another model) as one line
         cause = getattr(e, "cause", None) or e
         raise ValidationFailed(f"{type(cause).__name__}: {str(cause).splitlines()[-1] if str(cause) else ''}") from None
-    settings = {**{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(plan).items() if k != "gate"},
+    settings = {**{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(plan).items() if k != "margins"},
                 "model": source.model_id, "out": str(plan.out)}
-    report = Report.build(rows, sha, mask.model_id, mask.model_hash, plan.gate, memory=memory, settings=settings)
+    report = Report.build(rows, sha, mask.model_id, mask.model_hash, gate, memory=memory, settings=settings,
+                          version=manifest and manifest.version, manifest_sha256=manifest.sha256() if manifest else "")
     out = plan.out / sha[:16]
     path = report.save(out / "report.json")
     plot_report(report, out / "accuracy.png")
     print(f"report: {path}\n{report.summary()}")
     if target is None:
         return report, None
-    judgement = target.registry.judge(target.ref, report)
+    judgement = target.registry.judge(target.ref, SignedReport.sign(report, signer))
     note = "" if judgement.decided_now else " (decided earlier; decisions are final)"
-    print(f"{target.ref}: {judgement.status.value}{note} (report {judgement.report_id})")
+    why = f": {'; '.join(judgement.reasons)}" if judgement.reasons else ""
+    print(f"{target.ref}: {judgement.status.value}{note} "
+          f"(report {judgement.report_id}, registry verdict{why or ' pass'})")
     return report, judgement
 
 
@@ -224,14 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"leank validate: {e}", file=sys.stderr)
         return 2
     try:
-        report, _ = validate(source, mask, plan, target)
-    except ValidationFailed as e:
-        print(f"leank validate: {e}", file=sys.stderr)
-        return 2
+        report, judgement = validate(source, mask, plan, target)
     except RegistryError as e:  # unreachable store, damaged version ...
         print(f"leank validate: {e}", file=sys.stderr)
         return 1
-    return 0 if report.passed else 1
+    except (ValidationFailed, ValueError) as e:  # a worker's error; a target that cannot be judged (no work done)
+        print(f"leank validate: {e}", file=sys.stderr)
+        return 2
+    passed = judgement.status == Status.ACCEPTED if judgement else report.passed
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A validation report as people read it: one row per task × length, one column per run, the
-verdict in a line. The registry site and the model card both show exactly this.
+registry's verdict in a line. The registry site and the model card both show exactly this.
 
-Reports are read back through a parser that checks their top-level fields only, so the values
+A report in the store may be no evidence at all (unsigned, signed by an unknown key, copied;
+see docs/trust.md) and its tables are checked for their top-level types only, so the values
 inside may be any JSON: whatever is not a finite number is shown as text, never computed with.
 """
 
@@ -10,9 +11,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .report import Report
+
+if TYPE_CHECKING:
+    from .registry import ReportEntry
 
 RUN_ORDER = ("full", "masked", "random")  # the runs validate writes, in reading order; others follow
 MISSING = "–"
@@ -88,8 +92,13 @@ def _cell_order(key: str) -> tuple[str, int, str]:
     return (task, int(length), key) if length.isdigit() and task else (key, -1, key)
 
 
-def verdict(report: Report) -> str:
-    """``PASS`` or ``FAIL: reasons``, then the mean accuracy of every run, in one line."""
-    means = ", ".join(f"{run} {points(value)}" for run, value in report.mean.items())
-    head = "PASS" if report.passed else "FAIL: " + "; ".join(str(r) for r in report.reasons)
+def verdict(entry: ReportEntry) -> str:
+    """The registry's verdict on the report under its policy today (``PASS`` or ``FAIL: reasons``),
+    or why the report is no evidence; then the mean accuracy of every run, in one line."""
+    if entry.passed is None:
+        head = f"not evidence: {entry.problem}"
+    else:
+        head = "PASS" if entry.passed else "FAIL: " + "; ".join(entry.reasons)
+    mean = entry.signed.report.mean if entry.signed is not None else {}
+    means = ", ".join(f"{run} {points(value)}" for run, value in mean.items())
     return f"{head} (mean {means})" if means else head

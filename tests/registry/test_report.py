@@ -8,6 +8,7 @@ import pytest
 
 from pipelines.plot import plot_report
 from registry import DamagedRecord, Gate, Report
+from registry.report import REPORT_FORMAT
 
 
 def rows(full: dict, masked: dict) -> list[dict]:
@@ -16,13 +17,14 @@ def rows(full: dict, masked: dict) -> list[dict]:
     for run, cells in (("full", full), ("masked", masked)):
         for cell, scores in cells.items():
             task, length = cell.split("@")
-            out += [{"run": run, "task": task, "length": int(length), "score": s, "new_tokens": 4, "seconds": 0.5}
-                    for s in scores]
+            out += [{"run": run, "task": task, "length": int(length), "index": i, "score": s, "new_tokens": 4,
+                     "seconds": 0.5} for i, s in enumerate(scores)]
     return out
 
 
 def build(full, masked, gate=Gate()) -> Report:
-    return Report.build(rows(full, masked), "sha", "org/m", "hash", gate, memory={}, settings={})
+    return Report.build(rows(full, masked), "sha", "org/m", "hash", gate, memory={}, settings={}, version=1,
+                        manifest_sha256="msha")
 
 
 def test_equal_accuracy_passes_and_reports_speed():
@@ -46,7 +48,7 @@ def test_a_mean_drop_beyond_one_point_fails():
 
 
 def test_runs_must_cover_the_same_cells():
-    with pytest.raises(ValueError, match="same"):
+    with pytest.raises(ValueError, match="every prompt needs full and masked"):
         build({"a@1": [1]}, {"b@1": [1]})
 
 
@@ -58,7 +60,7 @@ def test_report_round_trips_through_json(tmp_path):
 
 
 @pytest.mark.parametrize("damage,needle", [
-    ({"format": "other"}, "not a leank-validation-report/1 report"),
+    ({"format": "other"}, f"not a {REPORT_FORMAT} report"),
     ({"passed": "yes"}, "field 'passed' is not bool"),
     ({"mean": [1]}, "field 'mean' is not dict"),
     ({"extra_field": 1}, "missing or unknown"),
