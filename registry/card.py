@@ -18,7 +18,7 @@ import re
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from .evidence import MISSING, accuracy_table, percent, points, verdict
+from .evidence import MISSING, accuracy_table, cell_bounds, percent, points, verdict
 
 if TYPE_CHECKING:
     from .registry import ReportEntry, VersionRecord
@@ -106,12 +106,15 @@ def _savings(deciding: ReportEntry | None) -> list[list[str]]:
 def _evidence(entry: ReportEntry) -> str:
     report = entry.signed.report
     table = accuracy_table(report)
+    bounds = cell_bounds(entry)
     rows = [[_cell(r.task), MISSING if r.length is None else str(r.length),
-             *(_cell(points(r.values[run])) for run in table.runs), points(r.delta, signed=True)]
+             *(_cell(points(r.values[run])) for run in table.runs), points(r.delta, signed=True),
+             points(bounds[r.key].upper) if r.key in bounds else MISSING]
             for r in table.rows]
-    rows.append(["**mean**", "", *(_cell(points(table.means.get(run))) for run in table.runs), ""])
+    mean_bound = points(entry.verdict.mean.upper) if entry.verdict is not None else MISSING
+    rows.append(["**mean**", "", *(_cell(points(table.means.get(run))) for run in table.runs), "", mean_bound])
     gate = ", ".join(f"{_cell(k)} {_cell(v)}" for k, v in asdict(report.gate).items())
-    return (_table(["task", "length", *map(_cell, table.runs), "masked − full"], rows)
+    return (_table(["task", "length", *map(_cell, table.runs), "masked − full", "drop ≤ (upper bound)"], rows)
             + f"\n\nAccuracy in points (0–100). Gate the report was signed with ({gate}); the registry's verdict "
               f"under its policy: {_cell(verdict(entry))}.")
 

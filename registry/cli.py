@@ -83,8 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     psub = policy.add_subparsers(dest="policy_command", required=True)
     psub.add_parser("show", parents=[common], help="the policy in force (defaults if none was set), as JSON")
     pset = psub.add_parser("set", parents=[common], help="store a new policy: the current one with these changes")
-    pset.add_argument("--max-mean-drop", type=float, help="gate: allowed drop of mean accuracy (points, 0-100)")
+    pset.add_argument("--max-mean-drop", type=float, help="gate: allowed drop of mean accuracy (points, 0-100; the "
+                      "upper confidence bound of the drop must be within it)")
     pset.add_argument("--max-cell-drop", type=float, help="gate: allowed drop of any task x length cell (points, 0-100)")
+    pset.add_argument("--confidence", type=float, help="gate: confidence of each decision over all looks (0.5-1)")
+    pset.add_argument("--looks", type=int, help="gate: most looks of a sequential validation (samples double per look)")
     pset.add_argument("--tasks", nargs="*", help="tasks every report must cover (none: any)")
     pset.add_argument("--lengths", type=int, nargs="*", help="context lengths every report must cover (none: any)")
     pset.add_argument("--min-samples", type=int, help="paired samples every task x length cell needs")
@@ -160,8 +163,8 @@ def run(args: argparse.Namespace) -> str:
 
 def _policy_change(args: argparse.Namespace):
     """The ``policy set`` flags as a function of the current policy (re-applied if a concurrent set wins)."""
-    gate = {k: v for k, v in (("max_mean_drop", args.max_mean_drop), ("max_cell_drop", args.max_cell_drop))
-            if v is not None}
+    gate = {k: v for k, v in (("mean_margin", args.max_mean_drop), ("cell_margin", args.max_cell_drop),
+                              ("confidence", args.confidence), ("looks", args.looks)) if v is not None}
     suite = {k: v for k, v in (("tasks", args.tasks), ("lengths", args.lengths), ("min_samples", args.min_samples))
              if v is not None}
     if args.tasks:

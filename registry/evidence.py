@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .gate import Estimate
 from .report import Report
 
 if TYPE_CHECKING:
@@ -87,18 +88,27 @@ def accuracy_table(report: Report) -> AccuracyTable:
     return AccuracyTable(runs, rows, dict(report.mean))
 
 
+def cell_bounds(entry: ReportEntry) -> dict[str, Estimate]:
+    """The registry's per-cell estimates (drop and its one-sided bounds), by ``task@length``."""
+    return {} if entry.verdict is None else {f"{c.task}@{c.length}": c for c in entry.verdict.cells}
+
+
 def _cell_order(key: str) -> tuple[str, int, str]:
     task, _, length = key.rpartition("@")
     return (task, int(length), key) if length.isdigit() and task else (key, -1, key)
 
 
 def verdict(entry: ReportEntry) -> str:
-    """The registry's verdict on the report under its policy today (``PASS`` or ``FAIL: reasons``),
-    or why the report is no evidence; then the mean accuracy of every run, in one line."""
-    if entry.passed is None:
+    """The registry's verdict on the report under its policy today (``ACCEPTED``, ``REJECTED: reasons``
+    or ``UNDECIDED: reasons``, with the mean drop's upper bound), or why the report is no evidence;
+    then the mean accuracy of every run, in one line."""
+    if entry.verdict is None:
         head = f"not evidence: {entry.problem}"
     else:
-        head = "PASS" if entry.passed else "FAIL: " + "; ".join(entry.reasons)
+        v = entry.verdict
+        bound = MISSING if v.mean.upper is None else f"{v.mean.upper:.2f}"
+        head = f"{v.decision.upper()} (mean drop {v.mean.drop:+.2f} points, upper bound {bound})"
+        head += "" if v.accepted else ": " + "; ".join(v.reasons)
     mean = entry.signed.report.mean if entry.signed is not None else {}
     means = ", ".join(f"{run} {points(value)}" for run, value in mean.items())
     return f"{head} (mean {means})" if means else head

@@ -7,21 +7,22 @@ uses :data:`DEFAULT_POLICY` (documented in docs/trust.md): the default gate, at 
 samples per task × length cell (the smallest recipe here uses two), and no keys of its own —
 then each reader trusts only its own validator key and the keys it pins.
 
-The verdict on a report is re-derived here from the report's per-sample pairs, under the
-stricter of the policy's gate and the gate the report was signed with (a validator may only
-be stricter than the registry; a later looser policy cannot loosen a signed report).
+The verdict on a report is re-derived here from the report's per-sample pairs with the gate's
+test (``registry/gate.py``) at the report's look, under the stricter of the policy's gate and
+the gate the report was signed with (a validator may only be stricter than the registry; a
+later looser policy cannot loosen a signed report).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .gate import PairedSample
+from .gate import GatePolicy, PairedSample, Verdict, judge
 from .records import DamagedRecord, dump_json, parse_json_object
-from .report import Gate, Report
+from .report import Report
 from .signing import check_public_key
 
 POLICY_FORMAT = "leank-registry-policy/1"
@@ -71,27 +72,27 @@ def _is_int(value: Any) -> bool:
 class Policy:
     """Gate margins, required suite and trusted report-signing keys of one registry."""
 
-    gate: Gate = field(default_factory=Gate)
+    gate: GatePolicy = field(default_factory=GatePolicy)
     suite: Suite = field(default_factory=Suite)
     trusted_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trusted_keys", tuple(sorted({check_public_key(k) for k in self.trusted_keys})))
 
-    def verdict(self, report: Report) -> tuple[bool, list[str]]:
-        """The registry's verdict on ``report``: passed, and why not.
-
-        Recomputed from the report's pairs under the stricter of this policy's gate and the
-        report's own; a report that does not cover the required suite does not pass.
-        """
+    def verdict(self, report: Report) -> Verdict:
+        """The registry's verdict on ``report``, recomputed from its pairs at its look under the
+        stricter of this policy's gate and the report's own; a report that does not cover the
+        required suite is not accepted (undecided: more samples can still decide it)."""
+        verdict = judge(report.pairs, self.gate.strictest(report.gate), report.look)
         missing = self.suite.missing(sample_counts(report.pairs))
-        reasons = [f"required suite not covered: {'; '.join(missing)}"] if missing else []
-        reasons += self.gate.strictest(report.gate).reasons(report.pairs)
-        return not reasons, reasons
+        if not missing:
+            return verdict
+        return replace(verdict, decision="undecided" if verdict.accepted else verdict.decision,
+                       reasons=(f"required suite not covered: {'; '.join(missing)}", *verdict.reasons))
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": POLICY_FORMAT,
-                "gate": {f.name: getattr(self.gate, f.name) for f in fields(self.gate)},
+                "gate": self.gate.to_dict(),
                 "suite": {"tasks": list(self.suite.tasks), "lengths": list(self.suite.lengths),
                           "min_samples": self.suite.min_samples},
                 "trusted_keys": list(self.trusted_keys)}
@@ -110,7 +111,7 @@ class Policy:
         if not isinstance(suite["tasks"], list) or not isinstance(suite["lengths"], list):
             raise DamagedRecord(f"{where}: suite tasks and lengths must be lists")
         try:
-            return cls(Gate.from_dict(d["gate"], where), Suite(**suite), tuple(keys))
+            return cls(GatePolicy.from_dict(d["gate"]), Suite(**suite), tuple(keys))
         except (TypeError, ValueError) as e:
             raise DamagedRecord(f"{where}: {str(e).splitlines()[0]}") from None
 

@@ -44,7 +44,8 @@ from .errors import RegistryError
 from .ids import MaskRef, check_model_id
 from .policy import DEFAULT_POLICY, Policy, sample_counts
 from .records import DamagedRecord, Decision, Manifest, Status
-from .report import SignedReport
+from .gate import Verdict
+from .report import Report, SignedReport
 from .signing import own_public_key, pinned_keys, short
 from .store import open_store
 
@@ -97,13 +98,18 @@ class Trust:
 @dataclass(frozen=True)
 class Judgement:
     """What :meth:`MaskRegistry.judge` did: the report's number, the version's status after it, and
-    the registry's reasons (empty when its verdict on this report was a pass)."""
+    the registry's own verdict on the report (undecided: the version stays a candidate and the
+    verdict says which look to run next and with how many samples)."""
 
     ref: MaskRef
     report_id: int
     status: Status
-    decided_now: bool  # False: the version had been judged before and keeps that decision
-    reasons: tuple[str, ...] = ()
+    decided_now: bool  # False: already decided before (decisions are final), or undecided now
+    verdict: Verdict
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self.verdict.reasons
 
 
 @dataclass(frozen=True)
@@ -133,15 +139,22 @@ class ReportEntry:
     report_id: int
     signed: SignedReport | None
     problem: str | None  # None: signed by a trusted key and bound to this version
-    passed: bool | None = None
-    reasons: tuple[str, ...] = ()
+    verdict: Verdict | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.verdict is None else self.verdict.accepted
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return () if self.verdict is None else self.verdict.reasons
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.report_id, "trusted": self.problem is None}
         if self.problem:
             out["problem"] = self.problem
-        if self.passed is not None:
-            out["registry_verdict"] = {"passed": self.passed, "reasons": list(self.reasons)}
+        if self.verdict is not None:
+            out["registry_verdict"] = self.verdict.to_dict()
         if self.signed is not None:
             out.update(signed_by=self.signed.key, report=self.signed.report.to_dict())
         return out
@@ -275,19 +288,48 @@ class MaskRegistry:
             raise ValueError(f"{ref}: the report does not cover the registry's required suite ({'; '.join(missing)}); "
                              "validate with the tasks, lengths and samples of `leank registry policy show`")
         current = self._status(manifest, trust)
+        if current == Status.CANDIDATE:
+            self._check_look(ref, manifest, signed.report, trust)
         report_id = self._attach(ref, signed)
-        passed, reasons = policy.verdict(signed.report)
-        if current != Status.CANDIDATE:
-            return Judgement(ref, report_id, current, decided_now=False, reasons=tuple(reasons))
-        status = Status.ACCEPTED if passed else Status.REJECTED
+        verdict = policy.verdict(signed.report)
+        if current != Status.CANDIDATE or verdict.decision == "undecided":
+            return Judgement(ref, report_id, current, decided_now=False, verdict=verdict)
+        status = Status.ACCEPTED if verdict.accepted else Status.REJECTED
         decision = Decision(status, report_id, manifest.mask_sha256, _now())
         if not self.store.create(layout.status_key(ref.model_id, ref.version), decision.to_json()):
             current = self._status(manifest, trust)  # a concurrent judge won
-            return Judgement(ref, report_id, current, decided_now=False, reasons=tuple(reasons))
+            return Judgement(ref, report_id, current, decided_now=False, verdict=verdict)
         if status == Status.ACCEPTED:
             self.store.create(layout.card_key(ref.model_id, ref.version),
                               model_card(self.show(ref.model_id, ref.version)).encode())
-        return Judgement(ref, report_id, status, decided_now=True, reasons=tuple(reasons))
+        return Judgement(ref, report_id, status, decided_now=True, verdict=verdict)
+
+    def previous_look(self, ref: MaskRef) -> ReportEntry | None:
+        """The candidate's latest trusted report with the registry's verdict on it, if that verdict was
+        undecided: the look a new validation continues (its samples are kept, its look number grows)."""
+        return self._previous_look(ref, self.manifest(ref), self.trust())
+
+    def _previous_look(self, ref: MaskRef, manifest: Manifest, trust: Trust) -> ReportEntry | None:
+        entries = [self._report_entry(ref, manifest, n, trust) for n in self._report_ids(ref)]
+        trusted = [e for e in entries if e.problem is None and e.verdict is not None]
+        if not trusted or trusted[-1].verdict.decision != "undecided":
+            return None
+        return trusted[-1]
+
+    def _check_look(self, ref: MaskRef, manifest: Manifest, report: Report, trust: Trust) -> None:
+        """A candidate's looks follow one sequential plan (docs/gate.md): each look later than the last,
+        at most the policy's number of looks, keeping every earlier sample; anything else would spend
+        the error budget twice (ValueError)."""
+        previous = self._previous_look(ref, manifest, trust)
+        last = 0 if previous is None else previous.signed.report.look
+        looks = trust.require().gate.looks
+        if not last < report.look <= looks:
+            raise ValueError(f"{ref}: report refused: it is look {report.look}, but this candidate's next look must "
+                             f"be in {last + 1}..{looks}" + ("" if last < looks else " (its plan is used up: push "
+                             "the mask again for a fresh plan)") + "; validate again to continue its sequential plan")
+        if previous is not None and not set(previous.signed.report.pairs) <= set(report.pairs):
+            raise ValueError(f"{ref}: report refused: look {report.look} drops samples of look {last}; "
+                             "a later look keeps every earlier sample")
 
     def _attach(self, ref: MaskRef, signed: SignedReport) -> int:
         number = max(self._report_ids(ref), default=0) + 1
@@ -381,8 +423,7 @@ class MaskRegistry:
         problem = self._report_problem(ref, manifest, signed, trust)
         if problem or trust.policy is None:
             return ReportEntry(report_id, signed, problem or trust.problem)
-        passed, reasons = trust.policy.verdict(signed.report)
-        return ReportEntry(report_id, signed, None, passed, tuple(reasons))
+        return ReportEntry(report_id, signed, None, trust.policy.verdict(signed.report))
 
     def _select(self, model_id: str, version: int | None, model_hash: str | None,
                 allow_unaccepted: bool) -> Manifest:
@@ -500,9 +541,10 @@ class MaskRegistry:
             except DamagedRecord as e:
                 problem = str(e).removeprefix(f"{ref} ")
             if problem is None and decision.status == Status.ACCEPTED:
-                passed, reasons = policy.verdict(signed.report)
-                if not passed:
-                    problem = f"under the registry's policy report {decision.report_id} fails: {reasons[0]}"
+                verdict = policy.verdict(signed.report)
+                if not verdict.accepted:
+                    problem = (f"under the registry's policy report {decision.report_id} is {verdict.decision}: "
+                               f"{(verdict.reasons or ('no reason given',))[0]}")
         if problem:
             raise DamagedRecord(f"{ref} is marked {decision.status.value} but {problem}: that decision is damaged "
                                 "and the version is not served; re-push the mask and validate it")

@@ -2,10 +2,10 @@
 
 A report names exactly what it judged — model id, registry version, model hash, the mask's
 sha256 and the manifest's — and carries the per-sample pairs (each eval sample's score with
-the full cache, with the mask, and with the random baseline when run). Accuracies are in
-points (0–100). The gate passes when the masked run's mean accuracy is at most
-``max_mean_drop`` points below the full run's and no task × length cell drops by more than
-``max_cell_drop`` points. Validation jobs build reports (:meth:`Report.build`) and sign them
+the full cache, with the mask, and with the random baseline when run) and the look of the
+sequential plan they make up. Accuracies are in points (0–100). The verdict is the gate's
+(``registry/gate.py``: a paired statistical test under a :class:`~registry.gate.GatePolicy`,
+accepted / rejected / undecided). Validation jobs build reports (:meth:`Report.build`) and sign them
 (:class:`SignedReport`); the registry reads them back through :meth:`SignedReport.from_json`,
 which refuses anything that is not a well-formed signed report, and re-derives the verdict
 from the pairs under its own policy (``registry/policy.py``).
@@ -13,63 +13,19 @@ from the pairs under its own policy (``registry/policy.py``).
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .gate import RUNS, PairedSample, paired_samples
+from .gate import RUNS, GatePolicy, PairedSample, Verdict, judge, paired_samples
 from .records import DamagedRecord, dump_json, parse_json_object
 from .signing import Signer, check_public_key, verify
 
 REPORT_FORMAT = "leank-validation-report/2"
 SIGNED_FORMAT = "leank-signed-report/1"
 MAX_MARGIN = 100.0  # accuracy points: a larger allowed drop would pass anything
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Allowed accuracy drops in points (docs/design.md: no accuracy loss, within noise)."""
-
-    max_mean_drop: float = 1.0
-    max_cell_drop: float = 5.0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                    or not 0 <= value <= MAX_MARGIN):
-                raise ValueError(f"gate margin {f.name} must be a finite number of accuracy points in "
-                                 f"[0, {MAX_MARGIN:g}], got {value!r}")
-
-    def strictest(self, other: "Gate") -> "Gate":
-        """Each margin the smaller of the two: what holds when both gates must pass."""
-        return Gate(**{f.name: min(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)})
-
-    def looser_than(self, other: "Gate") -> list[str]:
-        """The margins in which this gate allows more than ``other``."""
-        return [f.name for f in fields(self) if getattr(self, f.name) > getattr(other, f.name)]
-
-    def reasons(self, pairs: Sequence[PairedSample]) -> list[str]:
-        """Why the masked run fails this gate on ``pairs`` (empty: it passes)."""
-        full, masked = cell_accuracy(pairs, "full"), cell_accuracy(pairs, "masked")
-        if not full:
-            return ["the report has no paired samples"]
-        mean_full, mean_masked = sum(full.values()) / len(full), sum(masked.values()) / len(masked)
-        out = []
-        if mean_masked < mean_full - self.max_mean_drop:
-            out.append(f"mean accuracy {mean_masked:.1f} < full {mean_full:.1f} - {self.max_mean_drop}")
-        return out + [f"{cell} dropped {full[cell] - masked[cell]:.1f} points (> {self.max_cell_drop})"
-                      for cell in full if masked[cell] < full[cell] - self.max_cell_drop]
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> "Gate":
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as e:
-            raise DamagedRecord(f"{where}: gate is not valid ({str(e).splitlines()[0]})") from None
 
 
 def cell_accuracy(pairs: Iterable[PairedSample], run: str) -> dict[str, float]:
@@ -92,8 +48,8 @@ class Report:
     """Everything the gate decided and why; round-trips through JSON.
 
     ``version`` and ``manifest_sha256`` name the registry version validated (None and "" for
-    a mask file); ``passed``/``reasons`` are the validator's verdict under ``gate``, which the
-    registry recomputes from ``pairs`` instead of believing.
+    a mask file); ``verdict`` is the validator's, under ``gate`` at ``look``, which the registry
+    recomputes from ``pairs`` under its own policy instead of believing.
     """
 
     model_id: str
@@ -101,13 +57,13 @@ class Report:
     model_hash: str
     mask_sha256: str
     manifest_sha256: str
+    look: int
     pairs: list[PairedSample]
     accuracy: dict[str, dict[str, float]]  # run -> cell -> points
     mean: dict[str, float]
     deltas: dict[str, float]  # cell -> masked - full
-    passed: bool
-    reasons: list[str]
-    gate: Gate
+    verdict: Verdict
+    gate: GatePolicy
     memory: dict[str, Any]
     tokens_per_s: dict[str, float]
     settings: dict[str, Any] = field(default_factory=dict)
@@ -115,18 +71,24 @@ class Report:
 
     @classmethod
     def build(cls, rows: list[Mapping[str, Any]], mask_sha256: str, model_id: str, model_hash: str,
-              gate: Gate, memory: dict[str, Any], settings: dict[str, Any], version: int | None = None,
-              manifest_sha256: str = "") -> "Report":
-        pairs = paired_samples(rows)
+              gate: GatePolicy, memory: dict[str, Any], settings: dict[str, Any], version: int | None = None,
+              manifest_sha256: str = "", look: int = 1, earlier: Sequence[PairedSample] = ()) -> "Report":
+        """The report of evaluated ``rows`` (one per run and sample) at ``look``, after the ``earlier``
+        looks' pairs (a later look keeps every earlier sample: the sequential plan's samples accumulate)."""
+        pairs = [*earlier, *paired_samples(rows)]
         runs = [run for run in RUNS if any(getattr(p, run) is not None for p in pairs)]
         accuracy = {run: cell_accuracy(pairs, run) for run in runs}
         mean = {run: sum(cells.values()) / len(cells) for run, cells in accuracy.items()}
         deltas = {cell: accuracy["masked"][cell] - acc for cell, acc in accuracy["full"].items()}
-        reasons = gate.reasons(pairs)
         return cls(model_id=model_id, version=version, model_hash=model_hash, mask_sha256=mask_sha256,
-                   manifest_sha256=manifest_sha256, pairs=pairs, accuracy=accuracy, mean=mean, deltas=deltas,
-                   passed=not reasons, reasons=reasons, gate=gate, memory=memory,
+                   manifest_sha256=manifest_sha256, look=look, pairs=pairs, accuracy=accuracy, mean=mean,
+                   deltas=deltas, verdict=judge(pairs, gate, look), gate=gate, memory=memory,
                    tokens_per_s={run: _speed(rows, run) for run in runs}, settings=settings)
+
+    @property
+    def passed(self) -> bool:
+        """The validator's verdict accepts (the registry decides with its own)."""
+        return self.verdict.accepted
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,7 +112,13 @@ class Report:
             pairs = [PairedSample.from_dict(p) for p in d["pairs"]]
         except (TypeError, ValueError, AttributeError) as e:
             raise DamagedRecord(f"{where}: a pair is not a paired sample ({str(e).splitlines()[0][:120]})") from None
-        return cls(**{**d, "pairs": pairs, "gate": Gate.from_dict(d["gate"], where)})
+        try:
+            verdict, gate = Verdict.from_dict(d["verdict"]), GatePolicy.from_dict(d["gate"])
+        except (TypeError, ValueError, AttributeError) as e:
+            raise DamagedRecord(f"{where}: verdict or gate is not valid ({str(e).splitlines()[0][:120]})") from None
+        if d["look"] < 1:
+            raise DamagedRecord(f"{where}: look must be >= 1")
+        return cls(**{**d, "pairs": pairs, "verdict": verdict, "gate": gate})
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "Report":
@@ -162,14 +130,13 @@ class Report:
         return path
 
     def summary(self) -> str:
-        verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.reasons)
         means = ", ".join(f"{run} {acc:.1f}" for run, acc in self.mean.items())
-        return f"mean accuracy: {means} -> {verdict}"
+        return f"mean accuracy: {means} (look {self.look}) -> {self.verdict.summary()}"
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "model_id": str, "version": (int, type(None)), "model_hash": str, "mask_sha256": str, "manifest_sha256": str,
-    "pairs": list, "accuracy": dict, "mean": dict, "deltas": dict, "passed": bool, "reasons": list, "gate": dict,
+    "look": int, "pairs": list, "accuracy": dict, "mean": dict, "deltas": dict, "verdict": dict, "gate": dict,
     "memory": dict, "tokens_per_s": dict, "settings": dict}
 
 

@@ -16,14 +16,14 @@ from typing import Any
 from leank_core.mask import LeanKMask
 
 from ..card import decided_by, pull_command, python_snippet
-from ..evidence import MISSING, accuracy_table, percent, points, verdict
+from ..evidence import MISSING, accuracy_table, cell_bounds, percent, points, verdict
 from ..registry import ReportEntry, VersionRecord
 from .charts import KEPT, VIRIDIS, accuracy_chart, heatmap_figure
 from .html import Html, el
 
 CSP = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'"
 KNOWN_REPORT_FIELDS = {"format", "model_id", "version", "model_hash", "mask_sha256", "manifest_sha256", "pairs",
-                       "accuracy", "mean", "deltas", "passed", "reasons", "gate", "memory", "tokens_per_s", "settings"}
+                       "accuracy", "mean", "deltas", "look", "verdict", "gate", "memory", "tokens_per_s", "settings"}
 KNOWN_RECORD_FIELDS = {"ref", "manifest", "status", "problem", "decision", "reports"}
 EVIDENCE_HEADING = {"accepted": "Why it was accepted", "rejected": "Why it was rejected",
                     "candidate": "Evidence (not judged yet)"}
@@ -176,8 +176,10 @@ def _date_cell(stamp: str) -> Html:
 
 def _verdict(entry: ReportEntry) -> Html:
     """The registry's verdict on a report (or why it is no evidence), styled by it."""
-    kind = {True: "pass", False: "fail", None: "none"}[entry.passed]
-    return el("span", verdict(entry), class_=f"verdict {kind}", data_passed=str(entry.passed).lower())
+    decision = entry.verdict.decision if entry.verdict is not None else "none"
+    kind = {"accepted": "pass", "rejected": "fail", "undecided": "undecided", "none": "none"}[decision]
+    return el("span", verdict(entry), class_=f"verdict {kind}", data_passed=str(entry.passed).lower(),
+              data_decision=decision)
 
 
 def _snippets(model_id: str, version: int | None, registry_url: str | None) -> list[Html]:
@@ -233,21 +235,31 @@ def _evidence(record: VersionRecord) -> list[Html]:
 def _report_body(entry: ReportEntry) -> list[Html]:
     report = entry.signed.report
     table = accuracy_table(report)
-    limit = -report.gate.max_cell_drop
+    limit = -report.gate.cell_margin
+    bounds = cell_bounds(entry)
     rows = []
     for row in table.rows:
         drop = row.delta is not None and row.delta < limit
+        bound = bounds.get(row.key)
         rows.append(el("tr", el("td", row.task), el("td", MISSING if row.length is None else row.length, class_="num"),
                        *(el("td", points(row.values[run]), class_="num", data_run=run) for run in table.runs),
                        el("td", points(row.delta, signed=True), class_="num drop" if drop else "num"),
+                       el("td", MISSING if bound is None else points(bound.upper), class_="num", data_bound="upper"),
+                       el("td", MISSING if bound is None else str(bound.n), class_="num"),
                        data_cell=row.key))
+    mean_bound = entry.verdict.mean.upper if entry.verdict is not None else None
     mean = el("tr", el("td", "mean", colspan=2),
               *(el("td", points(table.means.get(run)), class_="num", data_run=run) for run in table.runs),
-              el("td", MISSING, class_="num"), class_="mean")
+              el("td", MISSING, class_="num"), el("td", points(mean_bound), class_="num", data_bound="upper"),
+              el("td", str(len(report.pairs)), class_="num"), class_="mean")
     header = el("tr", el("th", "task"), el("th", "length", class_="num"),
-                *(el("th", run, class_="num") for run in table.runs), el("th", "masked − full", class_="num"))
+                *(el("th", run, class_="num") for run in table.runs), el("th", "masked − full", class_="num"),
+                el("th", "drop ≤ (upper bound)", class_="num"), el("th", "samples", class_="num"))
     chart = accuracy_chart(table)
-    facts = [("signed by", entry.signed.key), ("gate it was signed with (points)", asdict(report.gate)),
+    facts = [("signed by", entry.signed.key), ("gate it was signed with", asdict(report.gate)),
+             ("look of the sequential plan", report.look),
+             ("learned vs random", MISSING if entry.verdict is None or entry.verdict.baseline is None
+              else asdict(entry.verdict.baseline)),
              ("registry's reasons", list(entry.reasons) or ("none" if entry.passed else entry.problem or "none")),
              ("judged", f"{report.model_id}@{report.version} (model hash {report.model_hash})"),
              ("cache memory", report.memory), ("tokens per second", report.tokens_per_s),

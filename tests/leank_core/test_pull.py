@@ -10,7 +10,7 @@ import torch
 from leank_core import pull_and_apply
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import model_hash
-from registry import Gate, MaskRegistry, RegistryError, Report, SignedReport, generate_key, load_signer
+from registry import GatePolicy, MaskRegistry, RegistryError, Report, SignedReport, generate_key, load_signer
 from registry.signing import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
 from tests.conftest import tiny_model
 
@@ -32,7 +32,7 @@ def publish(registry: MaskRegistry, mask: LeanKMask, accept: bool | None) -> Non
     m = registry.manifest(ref)
     rows = [{"run": run, "task": "passkey", "length": 64, "index": i, "score": float(run == "full" or accept),
              "new_tokens": 1, "seconds": 1.0} for run in ("full", "masked") for i in range(2)]
-    report = Report.build(rows, m.mask_sha256, m.model_id, m.model_hash, Gate(), {}, {}, version=m.version,
+    report = Report.build(rows, m.mask_sha256, m.model_id, m.model_hash, GatePolicy(), {}, {}, version=m.version,
                           manifest_sha256=m.sha256())
     registry.judge(ref, SignedReport.sign(report, load_signer()))
 

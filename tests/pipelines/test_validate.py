@@ -18,7 +18,7 @@ from registry.signing import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
 from tests.conftest import requires_smollm2
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-ARGS = ["--model", "smollm2-135m", "--tasks", "passkey", "niah_single", "--lengths", "512", "--samples", "1"]
+ARGS = ["--model", "smollm2-135m", "--tasks", "passkey", "niah_single", "--lengths", "512", "--samples", "6"]
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +168,30 @@ def test_first_use_makes_the_validator_key_which_a_registry_without_policy_trust
     assert "created your report-signing key" in capsys.readouterr().err
     assert check_target(MaskRegistry(str(tmp_path / "registry")), plan)[0].public_key == signer.public_key
     assert gate == Policy().gate
+
+
+def test_a_later_look_brings_every_earlier_cell_up_to_the_asked_count_with_fresh_samples_numbered_after():
+    from dataclasses import replace
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from transformers import ByT5Tokenizer
+
+    from pipelines.validate import ValidationPlan, look_samples
+    from registry import GatePolicy, PairedSample, ReportEntry
+    from registry.gate import judge
+
+    earlier = [PairedSample(task, 1024, i, float(i % 2), float(i % 2 == 0)) for task in ("passkey", "niah_single")
+               for i in range(4)]
+    verdict = replace(judge(earlier, GatePolicy(), 1), next_look=3, next_samples=16)
+    previous = ReportEntry(7, SimpleNamespace(report=SimpleNamespace(pairs=earlier, look=1)), None, verdict)
+    plan = ValidationPlan(("common_words",), (2048,), 4, 1234, 8, False, {}, None, None, Path("out"))
+    tokenizer = ByT5Tokenizer(extra_ids=0)
+    samples, look, kept = look_samples(tokenizer, plan, previous)
+    assert look == 3 and kept == earlier
+    cells = {(s["task"], s["length"]) for s in samples}
+    assert cells == {("passkey", 1024), ("niah_single", 1024)}  # the earlier look's cells, not the plan's
+    for cell in cells:
+        assert sorted(s["index"] for s in samples if (s["task"], s["length"]) == cell) == list(range(4, 16))
+    first_look, _, _ = look_samples(tokenizer, replace(plan, tasks=("passkey",), lengths=(1024,), samples=12), None)
+    assert {s["prompt"] for s in first_look}.isdisjoint(s["prompt"] for s in samples)  # fresh samples, own seed

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from leank_core.mask import LeanKMask
-from registry import Gate, MaskRef, MaskRegistry, Policy, Report, SignedReport, Signer, Suite, generate_key
+from registry import GatePolicy, MaskRef, MaskRegistry, Policy, Report, SignedReport, Signer, Suite, generate_key
 from registry.signing import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -163,7 +163,8 @@ def score_rows(passed: bool = True, samples: int = 2, task: str = "passkey", len
 
 
 def report_for(reg: MaskRegistry, ref: MaskRef, passed: bool = True, signer: Signer | None = None,
-               rows: list[dict] | None = None, gate: Gate = Gate(), **names) -> SignedReport:
+               rows: list[dict] | None = None, gate: GatePolicy = GatePolicy(), look: int = 1,
+               earlier: tuple = (), **names) -> SignedReport:
     """A signed validation report on ``ref``'s stored version (``names`` overrides what it claims to judge).
 
     ``signer`` defaults to the key $LEANK_SIGNING_KEY points at (the session's)."""
@@ -172,5 +173,6 @@ def report_for(reg: MaskRegistry, ref: MaskRef, passed: bool = True, signer: Sig
     m = reg.manifest(ref)
     claims = {**dict(mask_sha256=m.mask_sha256, model_id=m.model_id, model_hash=m.model_hash, version=m.version,
                      manifest_sha256=m.sha256()), **names}
-    report = Report.build(rows or score_rows(passed), gate=gate, memory={}, settings={}, **claims)
+    report = Report.build(rows or score_rows(passed), gate=gate, memory={}, settings={}, look=look, earlier=earlier,
+                          **claims)
     return SignedReport.sign(report, signer or load_signer())

@@ -117,7 +117,7 @@ def test_keygen_policy_set_and_validate_flow(bare_backend: Backend, tmp_path: Pa
     assert cli(bare_backend, "policy", "set", "--trust-key", public, "--min-samples", "2", "--max-cell-drop", "3") == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["trusted_keys"] == [public] and shown["suite"]["min_samples"] == 2
-    assert shown["gate"] == {"max_mean_drop": 1.0, "max_cell_drop": 3.0}
+    assert (shown["gate"]["mean_margin"], shown["gate"]["cell_margin"]) == (1.0, 3.0)
     reg = MaskRegistry(bare_backend.url)
     ref = reg.push(make_mask())
     assert reg.judge(ref, report_for(reg, ref, signer=load_signer(key))).status.value == "accepted"
@@ -136,8 +136,8 @@ def run_cli(backend: Backend, *argv: str) -> int:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["policy", "set", "--max-mean-drop", "nan"], "gate margin max_mean_drop must be a finite number"),
-    (["policy", "set", "--max-cell-drop", "inf"], "gate margin max_cell_drop must be a finite number"),
+    (["policy", "set", "--max-mean-drop", "nan"], "gate mean_margin must be a number of accuracy points"),
+    (["policy", "set", "--max-cell-drop", "inf"], "gate cell_margin must be a number of accuracy points"),
     (["policy", "set", "--max-cell-drop=-1"], "accuracy points in [0, 100], got -1.0"),
     (["policy", "set", "--max-cell-drop", "1000"], "accuracy points in [0, 100], got 1000.0"),
     (["policy", "set", "--trust-key", "ssh-ed25519 AAAA"], "not an Ed25519 public key"),

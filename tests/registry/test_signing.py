@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from registry import Gate, Report, SignedReport, generate_key, load_signer
+from registry import GatePolicy, Report, SignedReport, generate_key, load_signer
 from registry.signing import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, check_public_key, pinned_keys, pins_path, verify
 
 from .conftest import score_rows
@@ -51,7 +51,7 @@ def test_signatures_verify_only_for_the_same_key_and_bytes(tmp_path: Path) -> No
 
 def test_a_signed_report_round_trips_and_any_edit_breaks_its_signature(tmp_path: Path) -> None:
     signer = generate_key(tmp_path / "k")
-    report = Report.build(score_rows(), "sha", "org/m", "h", Gate(), memory={}, settings={}, version=1)
+    report = Report.build(score_rows(), "sha", "org/m", "h", GatePolicy(), memory={}, settings={}, version=1)
     signed = SignedReport.sign(report, signer)
     loaded = SignedReport.from_json(signed.to_json(), "r")
     assert loaded == signed and loaded.signature_ok()

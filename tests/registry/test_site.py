@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from leank_core.mask import LeanKMask
-from registry import Gate, MaskRef, MaskRegistry, Report, SignedReport, Signer, generate_key
+from registry import GatePolicy, MaskRef, MaskRegistry, Report, SignedReport, Signer, generate_key
 from registry.card import model_card
 from registry.cli import main
 from registry.evidence import points
@@ -56,7 +56,7 @@ def make_report(reg: MaskRegistry, ref: MaskRef, scores: dict[str, list[float]],
     rows = [{"run": run, "task": task, "length": length, "index": i, "score": s, "new_tokens": 2, "seconds": 0.5}
             for run, samples in scores.items() for task in tasks for length in (512, 1024) for i, s in enumerate(samples)]
     m = reg.manifest(ref)
-    return Report.build(rows, m.mask_sha256, m.model_id, m.model_hash, Gate(), memory={"k_saving": 0.7, "v_saving": 0.25},
+    return Report.build(rows, m.mask_sha256, m.model_id, m.model_hash, GatePolicy(), memory={"k_saving": 0.7, "v_saving": 0.25},
                         settings=settings or {}, version=m.version, manifest_sha256=m.sha256())
 
 
@@ -271,7 +271,7 @@ def test_a_report_that_is_no_evidence_is_shown_as_such_and_never_as_a_verdict(tm
     forged = page.one("details", data_report="2")
     verdict = forged.one("span", class_="verdict none")
     assert verdict.text().startswith("not evidence: it is signed by key") and verdict.attrs["data-passed"] == "none"
-    assert page.one("details", data_report="1").one("span", class_="verdict pass").text().startswith("PASS")
+    assert page.one("details", data_report="1").one("span", class_="verdict pass").text().startswith("ACCEPTED")
     stored = json.loads((index.parent / "models/org/beta/1/report-2.json").read_text())
     assert stored["key"] == intruder.public_key  # the envelope as stored, checkable by anyone
     card = model_card(built.registry.show("org/beta", 1))
@@ -379,7 +379,7 @@ def test_the_browser_shows_each_status_and_the_reports_numbers(served: Served) -
     assert {v: r.attrs["data-status"] for v, r in shown.items()} == statuses
     assert all(r.one("span", class_=f"status {statuses[v]}").text() == statuses[v] for v, r in shown.items())
     assert "damaged" in shown[4].text() and "status" in shown[4].text()
-    assert "FAIL" in shown[2].text() and "PASS" in shown[1].text()
+    assert "REJECTED" in shown[2].text() and "ACCEPTED" in shown[1].text()
     k_kept = served.built.registry.manifest(MaskRef("org/alpha", version=1)).k_fraction_kept
     assert f"{100 * k_kept:.1f} %" in shown[1].text()
 
@@ -390,9 +390,9 @@ def test_the_browser_shows_each_status_and_the_reports_numbers(served: Served) -
         for cell, value in cells.items():
             assert table.one("tr", data_cell=cell).one("td", data_run=run).text() == points(value)
         assert table.one("tr", class_="mean").one("td", data_run=run).text() == points(report.mean[run])
-    assert page.one("span", data_passed="true").text().startswith("PASS")
+    assert page.one("span", data_passed="true").text().startswith("ACCEPTED")
     assert "leank registry pull org/alpha --version 1" in page.one("pre", data_snippet="cli").text()
-    assert served.dom("models/org/alpha/2/index.html").one("span", data_passed="false").text().startswith("FAIL")
+    assert served.dom("models/org/alpha/2/index.html").one("span", data_passed="false").text().startswith("REJECTED")
 
 
 @requires_chromium

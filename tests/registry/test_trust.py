@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from registry import (
-    DamagedRecord, Gate, MaskRef, MaskRegistry, Policy, RegistryError, SignedReport, Status, Suite, generate_key,
+    DamagedRecord, GatePolicy, MaskRef, MaskRegistry, Policy, RegistryError, SignedReport, Status, Suite, generate_key,
 )
 from registry.records import Decision
 from registry.signing import TRUSTED_KEYS_ENV, pins_path
@@ -141,37 +141,38 @@ def test_pull_checks_the_model_hash_written_inside_the_mask_file(backend: Backen
 
 
 def test_the_registry_rederives_the_verdict_and_ignores_the_callers_gate_and_verdict(backend: Backend) -> None:
-    """Issue 18 item 1: a report built with ``Gate(100, 100)`` passes anything; the registry's policy decides."""
+    """Issue 18 item 1: a report built with margins of 100 points passes anything; the registry's policy decides."""
     reg = MaskRegistry(backend.url)
     ref = reg.push(make_mask())
-    lax = report_for(reg, ref, passed=False, gate=Gate(100.0, 100.0))
+    lax = report_for(reg, ref, passed=False, gate=GatePolicy(mean_margin=100.0, cell_margin=100.0))
     assert lax.report.passed  # what the caller's own gate said
     judgement = reg.judge(ref, lax)
     assert judgement.status == Status.REJECTED and judgement.reasons
-    assert "mean accuracy 0.0 < full 100.0 - 1.0" in judgement.reasons[0]  # the policy's margin, not 100
+    assert judgement.reasons[0] == "mean drop 100.00 points, lower bound 100.00 > 1"  # the policy's margin, not 100
+    assert (judgement.verdict.method["mean_margin"], judgement.verdict.method["cell_margin"]) == (1.0, 5.0)
 
 
 def test_a_callers_stricter_gate_is_kept(backend: Backend) -> None:
-    """One sample of 20 lost in one cell: 5 points, within the policy's 5 but not a signed stricter 4."""
+    """Every sample scores 0.5 lower with the mask (a constant 50-point drop, no noise): within a policy
+    margin of 60 points, beyond a signed stricter cell margin of 40, which the registry keeps."""
     reg = MaskRegistry(backend.url)
-    rows = score_rows(samples=20)
-    lost = next(r for r in rows if r["run"] == "masked")
-    lost["score"] = 0.0
-    mean_ok = Gate(max_mean_drop=5.0, max_cell_drop=5.0)
-    reg.update_policy(lambda p: replace(p, gate=mean_ok))
+    rows = [dict(r, score=0.5) if r["run"] == "masked" else r for r in score_rows(samples=4)]
+    lenient_gate = GatePolicy(mean_margin=60.0, cell_margin=60.0)
+    reg.update_policy(lambda p: replace(p, gate=lenient_gate))
     lenient, strict = reg.push(make_mask(tag=1)), reg.push(make_mask(tag=2))
-    assert reg.judge(lenient, report_for(reg, lenient, rows=rows, gate=mean_ok)).status == Status.ACCEPTED
-    judgement = reg.judge(strict, report_for(reg, strict, rows=rows, gate=Gate(5.0, 4.0)))
-    assert judgement.status == Status.REJECTED and "dropped 5.0 points (> 4.0)" in judgement.reasons[0]
+    assert reg.judge(lenient, report_for(reg, lenient, rows=rows, gate=lenient_gate)).status == Status.ACCEPTED
+    judgement = reg.judge(strict, report_for(reg, strict, rows=rows, gate=GatePolicy(mean_margin=60.0, cell_margin=40.0)))
+    assert judgement.status == Status.REJECTED and judgement.verdict.method["cell_margin"] == 40.0
+    assert "passkey@512 drop 50.00 points, lower bound 50.00 > 40" in judgement.reasons
 
 
 def test_a_looser_policy_later_cannot_accept_what_the_signed_gate_failed(backend: Backend) -> None:
     reg = MaskRegistry(backend.url)
     ref = reg.push(make_mask())
     assert reg.judge(ref, report_for(reg, ref, passed=False)).status == Status.REJECTED
-    reg.update_policy(lambda p: replace(p, gate=Gate(100.0, 100.0)))
+    reg.update_policy(lambda p: replace(p, gate=GatePolicy(mean_margin=100.0, cell_margin=100.0)))
     forge_status(backend, ref, reg)
-    assert_never_served(reg, ref, "fails: mean accuracy")
+    assert_never_served(reg, ref, "is rejected: mean drop 100.00 points")
 
 
 def test_a_stricter_policy_withdraws_acceptances_whose_evidence_no_longer_passes(backend: Backend) -> None:
@@ -243,8 +244,8 @@ def test_a_pinning_reader_ignores_a_key_a_bucket_writer_adds_to_the_policy(backe
 
 
 @pytest.mark.parametrize("damage", [b"[1]", b'{"format": "leank-registry-policy/1"}', b"not json",
-                                    b'{"format": "leank-registry-policy/1", "gate": {"max_mean_drop": NaN, '
-                                    b'"max_cell_drop": 5}, "suite": {"tasks": [], "lengths": [], "min_samples": 1}, '
+                                    b'{"format": "leank-registry-policy/1", "gate": {"mean_margin": NaN, '
+                                    b'"cell_margin": 5}, "suite": {"tasks": [], "lengths": [], "min_samples": 1}, '
                                     b'"trusted_keys": []}'])
 def test_a_damaged_policy_fails_closed_with_one_line(backend: Backend, damage: bytes) -> None:
     reg = MaskRegistry(backend.url)
