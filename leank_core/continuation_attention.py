@@ -7,13 +7,14 @@ that does not fit a GPU. This module computes exactly the same thing differently
 
 * the channel weight moves to the query rows, ``q · (k ⊙ w) = (q ⊙ w) · k``, and so does the
   softmax scale, so middle keys are never rescaled or copied whole;
-* a pass is launch-bound (16 tokens, 32 layers, eager), so each layer does its keys in as few
-  kernels as possible (:class:`KeyLayout`): the *bulk* of the context, middle keys for every
-  query, is one block scored with ``q ⊙ w`` alone while it fits :data:`SCORE_BUDGET` (longer
-  contexts: several blocks, combined by an online softmax); everything else (the new tokens,
-  the sink, the recent window, the bulk's last partial piece) is one small *edge* block with
-  per-query masks computed once per pass, not per layer;
-* bulk scores are kept keys-major (``[keys, rows]``) and the sums over keys (``p @ v`` and the
+* a pass runs 16 tokens through 32 layers eagerly, so each layer does its keys in as few
+  kernels as possible (:class:`KeyLayout`): all of them in one block while the scores fit
+  :data:`SCORE_BUDGET` (longer contexts: several blocks, combined by an online softmax). The
+  block starts with the *edge*, the keys whose scoring depends on the query (the new tokens,
+  the sink, the recent window), re-scored with ``q`` where they are not middle keys under
+  masks built once per pass, not per layer; the rest, the *bulk*, is middle keys for every
+  query and is scored with ``q ⊙ w`` alone;
+* scores are kept keys-major (``[keys, rows]``) and the sums over keys (``p @ v`` and the
   query gradient) run as one batched product per :data:`PIECE` keys, then a sum: a single
   product over 32K keys with a ``[rows, D]`` result leaves most of a GPU idle;
 * forward saves only the query rows, ``w``, the output and each row's log-sum-exp, plus
@@ -40,20 +41,20 @@ SCORE_BUDGET = 1 << 25  # score elements (float32: 128 MiB) of one bulk block: 8
 
 @dataclass(frozen=True)
 class KeyLayout:
-    """Where each key of a call goes; the same for every layer of a pass (so built once per pass).
+    """Which keys each block of a call holds; the same for every layer of a pass (so built once per pass).
 
-    * ``bulk``: context ranges ``(start, stop)``, whole pieces of ``piece`` keys, each at most one
-      block of the score budget, covering ``[sink, sink + k·piece)`` ⊆ ``[sink, S + 1 - recent)``:
-      middle keys for every query row;
-    * the edge: the ``n_new`` new tokens, then the context ranges ``edge_context`` (the sink, then
-      from the bulk's end to the end of the context), with ``middle`` and ``blocked`` (causal)
-      masks ``[rows, edge keys]``; rows are the ``G`` query heads of a KV head, then the tokens.
+    Block ``i`` holds the context keys ``bulk[i]`` (whole pieces, middle keys for every query row),
+    block 0 first the *edge*: the ``n_new`` new tokens, the context ranges ``edge_context`` and
+    ``pad`` zero keys that make it whole pieces too. ``middle`` and ``blocked`` (causal, and the
+    padding) are the edge's masks, keys-major ``[edge keys, rows]``; rows are the ``G`` query heads
+    of a KV head, then the tokens.
     """
 
     n_new: int
     piece: int
-    bulk: tuple[tuple[int, int], ...]
     edge_context: tuple[tuple[int, int], ...]
+    pad: torch.Tensor  # [1, 1, pad, 1] zeros
+    bulk: tuple[tuple[int, int], ...]
     middle: torch.Tensor
     blocked: torch.Tensor
 
@@ -66,12 +67,16 @@ def key_layout(n_context: int, n_new: int, group: int, sink: int, recent: int, p
     start = min(sink, n_context)
     all_middle_end = max(start, min(n_context, n_context + 1 - recent))
     stop = start + (all_middle_end - start) // piece * piece
-    bulk = tuple((a, min(a + block, stop)) for a in range(start, stop, block))
+    bulk = tuple((a, min(a + block, stop)) for a in range(start, stop, block)) or ((start, start),)
     edge_context = tuple((a, b) for a, b in ((0, start), (stop, n_context)) if b > a)
     pos_k = torch.cat([torch.arange(n_context, n_context + n_new), *(torch.arange(a, b) for a, b in edge_context)])
-    pos_q = torch.arange(n_context, n_context + n_new).repeat(group)[:, None]
-    middle = (pos_k >= sink) & (pos_k < pos_q + 1 - recent)
-    return KeyLayout(n_new, piece, bulk, edge_context, middle.to(device), (pos_k > pos_q).to(device))
+    pad = -len(pos_k) % piece
+    pos_q = torch.arange(n_context, n_context + n_new).repeat(group)
+    middle = (pos_k[:, None] >= sink) & (pos_k[:, None] < pos_q + 1 - recent)
+    blocked = pos_k[:, None] > pos_q
+    no, yes = torch.zeros(pad, len(pos_q), dtype=torch.bool), torch.ones(pad, len(pos_q), dtype=torch.bool)
+    return KeyLayout(n_new, piece, edge_context, torch.zeros(1, 1, pad, 1, device=device), bulk,
+                     torch.cat([middle, no]).to(device), torch.cat([blocked, yes]).to(device))
 
 
 @dataclass(frozen=True)
@@ -94,34 +99,31 @@ def _dense(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty_like(x, dtype=dtype, memory_format=torch.contiguous_format).copy_(x)
 
 
-def _keys(parts: tuple[torch.Tensor, ...], dtype: torch.dtype) -> torch.Tensor:
-    """One block's keys or values, ``parts`` joined along the sequence in the compute dtype: the only copies
-    of the context (one block at a time)."""
+def _joined(parts: tuple[torch.Tensor, ...], dtype: torch.dtype) -> torch.Tensor:
+    """``parts`` joined along the sequence in the compute dtype: the only copies of the context (one block at a time)."""
     b, h, _, d = parts[0].shape
     out = parts[0].new_empty(b, h, sum(p.shape[2] for p in parts), d, dtype=dtype)
     return torch.cat(parts, 2, out=out)
 
 
-def _edge(rows: _Rows, layout: KeyLayout, context: tuple[torch.Tensor, torch.Tensor],
-          new: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Scores ``[B, H_kv, R, E]`` of the edge block (-inf where not attended), and its keys and values."""
-    keys, values = (_keys((n, *(c[:, :, a:b] for a, b in layout.edge_context)), rows.q.dtype)
-                    for n, c in zip(new, context))
-    keys_t = keys.transpose(-1, -2)
-    scores = rows.q @ keys_t
-    if rows.qw is not None:
-        scores = torch.where(layout.middle, rows.qw @ keys_t, scores)
-    blocked = layout.blocked if rows.zero is None else layout.blocked | (rows.zero & layout.middle)
-    return scores.masked_fill(blocked, float("-inf")), keys, values
-
-
-def _bulk(rows: _Rows, context: tuple[torch.Tensor, torch.Tensor], start: int,
-          stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keys-major scores ``[B, H_kv, C, R]`` of the bulk block ``start:stop`` (all middle keys), its keys and values."""
-    keys, values = (_keys((c[:, :, start:stop],), rows.q.dtype) for c in context)
-    scores = keys @ rows.middle_q.transpose(-1, -2)
+def _block(rows: _Rows, layout: KeyLayout, context: tuple[torch.Tensor, torch.Tensor],
+           new: tuple[torch.Tensor, torch.Tensor], index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys-major scores ``[B, H_kv, C, R]`` of block ``index`` (-inf where not attended), its keys and values."""
+    start, stop = layout.bulk[index]
+    if index == 0:
+        pad = layout.pad.expand(*new[0].shape[:2], -1, new[0].shape[3])
+        parts = [(n, *(c[:, :, a:b] for a, b in layout.edge_context), pad, c[:, :, start:stop])
+                 for n, c in zip(new, context)]
+    else:
+        parts = [(c[:, :, start:stop],) for c in context]
+    keys, values = (_joined(part, rows.q.dtype) for part in parts)
+    scores = keys @ rows.middle_q.mT
     if rows.zero is not None:
         scores.masked_fill_(rows.zero, float("-inf"))
+    if index == 0:
+        edge = scores[:, :, :layout.middle.shape[0]]  # its keys that are not middle keys: scored with q
+        torch.where(layout.middle, edge, keys[:, :, :edge.shape[2]] @ rows.q.mT, out=edge)
+        edge.masked_fill_(layout.blocked, float("-inf"))
     return scores, keys, values
 
 
@@ -129,7 +131,7 @@ def _sum_over_keys(a: torch.Tensor, b: torch.Tensor, piece: int) -> torch.Tensor
     """``aᵀ @ b`` for keys-major ``a`` ``[B, H_kv, C, R]`` and ``b`` ``[B, H_kv, C, D]``: one product per piece, then a sum."""
     bs, h, c, r = a.shape
     n = c // piece
-    return (a.view(bs, h, n, piece, r).transpose(-1, -2) @ b.reshape(bs, h, n, piece, -1)).sum(2)
+    return (a.view(bs, h, n, piece, r).mT @ b.view(bs, h, n, piece, -1)).sum(2)
 
 
 class ContinuationAttention(torch.autograd.Function):
@@ -150,19 +152,20 @@ class ContinuationAttention(torch.autograd.Function):
         layout = key_layout(context_keys.shape[2], t, h // hkv, sink, recent, piece, block, query.device)
         context, new = (context_keys, context_values), (new_keys, new_values)
 
-        scores, _, values = _edge(rows, layout, context, new)
-        m = scores.amax(-1, keepdim=True)  # finite: a row always attends to its own token
-        p = torch.exp(scores - m)
-        total, acc = p.sum(-1, keepdim=True), p @ values
-        for start, stop in layout.bulk:
-            scores, _, values = _bulk(rows, context, start, stop)
-            m_new = torch.maximum(m, scores.amax(-2).unsqueeze(-1))
-            p = scores.sub_(m_new.transpose(-1, -2)).exp_()
-            correction = torch.exp(m - m_new)
-            total = total * correction + p.sum(-2).unsqueeze(-1)
-            acc = acc * correction + _sum_over_keys(p, values, piece)
+        m = total = acc = None  # running max, sum and p @ v of each row (block 0 is finite: a row sees its own token)
+        for index in range(len(layout.bulk)):
+            scores, _, values = _block(rows, layout, context, new, index)
+            block_max = scores.amax(-2, keepdim=True)
+            m_new = block_max if m is None else torch.maximum(m, block_max)
+            p = scores.sub_(m_new).exp_()
+            p_sum, p_v = p.sum(-2, keepdim=True), _sum_over_keys(p, values, piece)
+            if m is None:
+                total, acc = p_sum, p_v
+            else:
+                correction = torch.exp(m - m_new)
+                total, acc = torch.addcmul(p_sum, total, correction), torch.addcmul(p_v, acc, correction.mT)
             m = m_new
-        out = acc / total
+        out = acc / total.mT
         ctx.save_for_backward(rows.q, rows.qw, weights, new_keys, new_values, context_keys, context_values,
                               zero_heads, out, m + torch.log(total))
         ctx.settings = (layout, scaling, query.shape, query.dtype)
@@ -175,32 +178,32 @@ class ContinuationAttention(torch.autograd.Function):
         rows = _Rows(q, qw, None if zero_heads is None else zero_heads[None, :, None, None])
         context, new = (context_keys, context_values), (new_keys, new_values)
         d_out = _dense(grad_out.transpose(1, 2), q.dtype).view(out.shape)
-        delta = (d_out * out).sum(-1, keepdim=True)
+        delta = (d_out * out).sum(-1).unsqueeze(-2)
+        n = layout.n_new  # the new tokens are block 0's first keys
 
-        scores, keys, values = _edge(rows, layout, context, new)
-        p = torch.exp(scores - lse)
-        d_scores = p * (d_out @ values.transpose(-1, -2) - delta)  # gradient of the scaled scores
-        d_middle = None if qw is None else torch.where(layout.middle, d_scores, 0.0)
-        d_plain = d_scores if d_middle is None else d_scores - d_middle
-        n = layout.n_new  # the new tokens are the edge's first keys
-        d_new_keys = d_plain[..., :n].transpose(-1, -2) @ q
-        if d_middle is not None:
-            d_new_keys = d_new_keys + d_middle[..., :n].transpose(-1, -2) @ qw
-        d_new_values = p[..., :n].transpose(-1, -2) @ d_out
-        d_q = d_plain @ keys
-        d_qw = None if d_middle is None else d_middle @ keys  # gradient of the middle-key rows q ⊙ w
-        for start, stop in layout.bulk:
-            scores, keys, values = _bulk(rows, context, start, stop)
-            p = scores.sub_(lse.transpose(-1, -2)).exp_()
-            d_scores = (values @ d_out.transpose(-1, -2)).sub_(delta.transpose(-1, -2)).mul_(p)
+        d_q = d_qw = None  # gradients of the rows scoring keys with q and with q ⊙ w
+        for index in range(len(layout.bulk)):
+            scores, keys, values = _block(rows, layout, context, new, index)
+            p = scores.sub_(lse).exp_()
+            d_scores = (values @ d_out.mT).sub_(delta).mul_(p)  # gradient of the scaled scores, keys-major
+            if index == 0:
+                d_new_values = p[:, :, :n] @ d_out
+                if qw is None:
+                    d_new_keys = d_scores[:, :, :n] @ q
+                else:  # the edge's plain keys to d_q; d_scores keeps the middle keys'
+                    edge = d_scores[:, :, :layout.middle.shape[0]]
+                    d_plain = torch.where(layout.middle, 0.0, edge)
+                    edge.mul_(layout.middle)
+                    d_q = d_plain.mT @ keys[:, :, :edge.shape[2]]
+                    d_new_keys = d_plain[:, :, :n] @ q + d_scores[:, :, :n] @ qw
             part = _sum_over_keys(d_scores, keys, layout.piece)
-            if d_qw is None:
-                d_q = d_q + part
+            if qw is None:
+                d_q = part if d_q is None else d_q + part
             else:
-                d_qw = d_qw + part
+                d_qw = part if d_qw is None else d_qw + part
         d_weights = None
         if d_qw is not None:
-            d_q = d_q + d_qw * weights.to(q.dtype)[None, :, None, :]
+            d_q = torch.addcmul(d_q, d_qw, weights.to(q.dtype)[None, :, None, :])
             d_weights = (q * d_qw).sum((0, 2)).to(weights.dtype)
         d_query = (d_q * scaling).view(query_shape).to(query_dtype)
         return (d_query, d_new_keys.to(new_keys.dtype), d_new_values.to(new_values.dtype), d_weights,

@@ -110,8 +110,11 @@ def test_layout_visits_every_key_once_and_bulk_keys_are_middle_for_every_query(c
     edge = [j for a, b in layout.edge_context for j in range(a, b)]
     assert sorted(bulk + edge) == list(range(n_context))
     assert all((b - a) % piece == 0 and b - a <= block for a, b in layout.bulk)
+    n_edge, pad = n_new + len(edge), layout.pad.shape[2]
+    assert (n_edge + pad) % piece == 0 and pad < piece and not layout.pad.any()
     middle = middle_key_mask(n_new, n_context + n_new, sink, recent, torch.device("cpu")).repeat(group, 1)
     causal = torch.ones(n_new, n_context + n_new, dtype=torch.bool).tril(n_context).repeat(group, 1)
     assert bool(middle[:, bulk].all())
-    edge_keys = list(range(n_context, n_context + n_new)) + edge  # the new tokens come first in the edge block
-    assert torch.equal(layout.middle, middle[:, edge_keys]) and torch.equal(layout.blocked, ~causal[:, edge_keys])
+    edge_keys = list(range(n_context, n_context + n_new)) + edge  # the new tokens come first in the edge
+    assert torch.equal(layout.middle[:n_edge], middle[:, edge_keys].T)
+    assert torch.equal(layout.blocked[:n_edge], ~causal[:, edge_keys].T) and bool(layout.blocked[n_edge:].all())
