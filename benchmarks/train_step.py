@@ -7,7 +7,7 @@
 For every context length: a token-copy prompt of exactly that many tokens with a 16-token
 answer (``leank_core.token_copy``), ``--warmup`` then ``--steps`` no-grad prefills of the
 prompt alone (``leank_core.kv_snapshot.prefill``), then ``--warmup`` then ``--steps`` steps of
-the project's own step: ``compute_loss`` (prefill, teacher, student; stage 1) + backward +
+the project's own step: ``compute_loss`` (prefill with the teacher, student; stage 1) + backward +
 ``ClampedAdam`` on α. The model is built once, with random weights when ``--model`` is a shape
 preset (on the device, bf16 on a GPU). The peak is ``torch.cuda.max_memory_allocated`` over
 the steps, weights included (0 on CPU).
@@ -121,13 +121,15 @@ def profile_calls(fn: Callable[[], object], device: torch.device) -> torch.profi
 
 
 def call_counts(prof: torch.profiler.profile) -> dict[str, int]:
-    """Operators called from Python or autograd (not from inside another operator), kernel launches, GPU kernels."""
+    """Operators called from Python or autograd (not from inside another operator), kernel launches, GPU kernels,
+    and host waits for the GPU (``cuda*Synchronize``, one of them the profiler's own at the end)."""
     events = prof.events()
     ops = [e for e in events if e.name.startswith("aten::")
            and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
     launches = [e for e in events if e.name.startswith(("cudaLaunch", "cuLaunch"))]
     kernels = [e for e in events if e.device_type == DeviceType.CUDA]
-    return {"ops": len(ops), "launches": len(launches), "gpu_kernels": len(kernels)}
+    syncs = [e for e in events if e.name.startswith("cuda") and e.name.endswith("Synchronize")]
+    return {"ops": len(ops), "launches": len(launches), "gpu_kernels": len(kernels), "syncs": len(syncs)}
 
 
 def print_profile(context: int, step: torch.profiler.profile, prefill_alone: torch.profiler.profile,

@@ -63,20 +63,21 @@ class KeyLayout:
 def key_layout(n_context: int, n_new: int, group: int, sink: int, recent: int, piece: int, block: int,
                device: torch.device) -> KeyLayout:
     """The :class:`KeyLayout` of ``n_new`` queries after ``n_context`` keys (``block``: bulk keys per block,
-    a multiple of ``piece``). Memoised: every layer of a pass, forward and backward, asks for the same one."""
+    a multiple of ``piece``). Memoised: every layer of a pass, forward and backward, asks for the same one.
+    Built on ``device`` (a copy from the host would wait for the prefill queued before it)."""
     start = min(sink, n_context)
     all_middle_end = max(start, min(n_context, n_context + 1 - recent))
     stop = start + (all_middle_end - start) // piece * piece
     bulk = tuple((a, min(a + block, stop)) for a in range(start, stop, block)) or ((start, start),)
     edge_context = tuple((a, b) for a, b in ((0, start), (stop, n_context)) if b > a)
-    pos_k = torch.cat([torch.arange(n_context, n_context + n_new), *(torch.arange(a, b) for a, b in edge_context)])
+    ranges = ((n_context, n_context + n_new), *edge_context)
+    pos_k = torch.cat([torch.arange(a, b, device=device) for a, b in ranges])[:, None]
     pad = -len(pos_k) % piece
-    pos_q = torch.arange(n_context, n_context + n_new).repeat(group)
-    middle = (pos_k[:, None] >= sink) & (pos_k[:, None] < pos_q + 1 - recent)
-    blocked = pos_k[:, None] > pos_q
-    no, yes = torch.zeros(pad, len(pos_q), dtype=torch.bool), torch.ones(pad, len(pos_q), dtype=torch.bool)
-    return KeyLayout(n_new, piece, edge_context, torch.zeros(1, 1, pad, 1, device=device), bulk,
-                     torch.cat([middle, no]).to(device), torch.cat([blocked, yes]).to(device))
+    pos_q = torch.arange(n_context, n_context + n_new, device=device).repeat(group)
+    padding = torch.zeros(pad, len(pos_q), dtype=torch.bool, device=device)
+    middle = torch.cat([(pos_k >= sink) & (pos_k < pos_q + 1 - recent), padding])
+    blocked = torch.cat([pos_k > pos_q, ~padding])
+    return KeyLayout(n_new, piece, edge_context, torch.zeros(1, 1, pad, 1, device=device), bulk, middle, blocked)
 
 
 @dataclass(frozen=True)
