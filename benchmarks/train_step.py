@@ -16,9 +16,11 @@ Writes ``{"records": [...]}`` in the ``results/scale/scale.json`` schema (``zero
 a plain step on one device, no DeepSpeed) and prints step / prefill for each context.
 ``--profile`` then records one more step and one more prefill alone per context with
 ``torch.profiler`` and prints, for each, the operator calls made from Python or autograd
-(each one host work, most of them a kernel launch), the kernel launches and the kernels
-run on the GPU, and the step's top operators by GPU time (CPU time without a GPU): a step
-of 16-token passes is launch-bound, so these counts are what the step's extra cost follows.
+(each one host work, most of them a kernel launch), the kernel launches, the kernels run on
+the GPU and the host's waits for it, then the operators and kernels that make the step cost
+more than the prefill alone, by self GPU time (CPU time without a GPU): the step's 16-token
+passes are many small kernels, so the counts show whether launches or the GPU's own work
+make its extra cost.
 """
 
 from __future__ import annotations
@@ -133,12 +135,22 @@ def call_counts(prof: torch.profiler.profile) -> dict[str, int]:
 
 
 def print_profile(context: int, step: torch.profiler.profile, prefill_alone: torch.profiler.profile,
-                  device: torch.device) -> None:
+                  device: torch.device, rows: int = 25) -> None:
+    """Counts of both calls, then the operators that make the step cost more than the prefill alone:
+    self GPU time (CPU time without a GPU) and calls, step minus prefill, largest first."""
     s, p = call_counts(step), call_counts(prefill_alone)
     print(f"context {context}, per call: " + ", ".join(
         f"{name} step {s[name]} / prefill alone {p[name]} / step - prefill {s[name] - p[name]}" for name in s))
-    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(step.key_averages().table(sort_by=sort, row_limit=25), flush=True)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    before = {e.key: (getattr(e, attr), e.count) for e in prefill_alone.key_averages()}
+    extra = sorted(((getattr(e, attr) - before.get(e.key, (0, 0))[0], e.count - before.get(e.key, (0, 0))[1], e.key)
+                    for e in step.key_averages()), reverse=True)
+    print(f"{'extra ms':>10} {'extra calls':>11}  operator or kernel (step - prefill alone, by self "
+          f"{'GPU' if device.type == 'cuda' else 'CPU'} time)")
+    for us, calls, key in extra[:rows]:
+        print(f"{us / 1e3:10.3f} {calls:11d}  {key[:100]}")
+    total = sum(us for us, _, _ in extra if us > 0)
+    print(f"{total / 1e3:10.3f} ms in all operators that cost more in the step", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
