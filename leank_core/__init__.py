@@ -7,6 +7,7 @@ pipelines and the registry build on it. The rooms are listed in docs/architectur
 from leank_core.adapters import Architecture, architecture_of
 from leank_core.cache import LeanKCache
 from leank_core.compat import cache_kwargs
+from leank_core.engine import LeanKEngine
 from leank_core.hook import apply, applied
 from leank_core.mask import LeanKMask, quantize_importance
 from leank_core.memory import CacheMemory, cache_memory, memory_report
@@ -17,6 +18,7 @@ __all__ = [
     "Architecture",
     "CacheMemory",
     "LeanKCache",
+    "LeanKEngine",
     "LeanKMask",
     "MaskSource",
     "apply",

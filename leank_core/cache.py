@@ -45,6 +45,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from leank_core.hook import ATTN_IMPLEMENTATION, AttentionMode, check_mask_shape
 from leank_core.kernels import DecodeState, LayerLayout, decode_attention
+from leank_core.kernels.layout import window_lengths
 from leank_core.mask import LeanKMask
 
 GROWTH_CHUNK = 256  # middle-token columns added per reallocation
@@ -118,9 +119,7 @@ class Positions:
     def _step(self, slot: torch.Tensor | None, column: torch.Tensor | None, max_len: int) -> TokenPlacement:
         n, sink, recent = self.n, self.sink, self.recent
         offset = None if slot is None else (slot * self.head_dim)[:, None]
-        return TokenPlacement(slot, offset, column, n.clamp(max=sink).to(torch.int32),
-                    (n - sink).clamp(0, recent).to(torch.int32), (n - sink - recent).clamp(min=0).to(torch.int32),
-                    max_len)
+        return TokenPlacement(slot, offset, column, *window_lengths(n, sink, recent), max_len)
 
     def tensors(self) -> list[torch.Tensor]:
         if not self.seen:
@@ -140,7 +139,7 @@ class LeanKLayer(CacheLayerMixin):
         super().__init__()
         self.layout = LayerLayout.from_mask(layer_mask, positions.sink, positions.recent)
         self.positions = positions
-        self.k_head, self.k_chan, self.v_heads = _gather_indices(self.layout)
+        self.k_head, self.k_chan, self.v_heads = self.layout.row_sources()
         # Flat offsets into one sequence's dense_k / dense_v ([H_kv * (S + R) * D]) of the kept K channels and of
         # the nonzero heads' V rows at slot 0: adding step.slot_offset gathers a slot's outgoing token in one op.
         d = layer_mask.shape[-1]
@@ -270,21 +269,6 @@ _BATCH_TENSORS = ("dense_k", "dense_v", "mid_k", "mid_v")
 
 def _chunks(columns: int) -> int:
     return -(-columns // GROWTH_CHUNK) * GROWTH_CHUNK
-
-
-def _gather_indices(layout: LayerLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """mid_k row ``r`` holds channel ``k_chan[r]`` of KV head ``k_head[r]``; mid_v slot ``s`` holds head ``v_heads[s]``."""
-    k_head = torch.empty(layout.kept_channels, dtype=torch.long)
-    k_chan = torch.empty(layout.kept_channels, dtype=torch.long)
-    for h in range(layout.num_kv_heads):
-        c, r = int(layout.counts[h]), int(layout.k_row[h])
-        k_head[r : r + c] = h
-        k_chan[r : r + c] = layout.kept_idx[h, :c].long()
-    v_heads = torch.empty(layout.value_heads, dtype=torch.long)
-    for h, slot in enumerate(layout.v_slot.tolist()):
-        if slot >= 0:
-            v_heads[slot] = h
-    return k_head, k_chan, v_heads
 
 
 def _left_padding(attention_mask: torch.Tensor | None, batch: int, length: int) -> list[int]:

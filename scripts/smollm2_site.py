@@ -1,14 +1,15 @@
 """The registry site for the committed SmolLM2 masks, and the screenshot of it in docs/.
 
-Pushes ``results/smollm2/mask_r70`` and ``mask_r50`` into a fresh local registry, attaches their
-committed validation reports in the order they were made (the first one decides: decisions are
-final), renders the site and, with ``--screenshot``, photographs a version page in headless
-Chromium (from a local ``http.server``; nothing is fetched from elsewhere).
+Pushes ``results/smollm2/mask_r70`` and ``mask_r50`` into a fresh local registry and has it judge
+their GPU validation at 64 samples per cell, 1K–8K (``results/smollm2/gate_gpu``, made by
+``scripts/smollm2_gate.py`` for the mask files): each committed report is bound to the version it
+becomes (model id, version, manifest digest) and signed with a key made for this demo, which the
+demo registry's policy trusts. Then it renders the site and, with ``--screenshot``, photographs a
+version page in headless Chromium (from a local ``http.server``; nothing is fetched from elsewhere).
 
     PYTHONPATH=. python scripts/smollm2_site.py --out /tmp/smollm2-site --screenshot docs/site_smollm2.png
 
-``mask_cpu_quick_r70`` is left out: its report judged the mask's bytes before the model-hash
-re-stamp (results/smollm2/README.md), so the registry would refuse to attach it.
+``mask_cpu_quick_r70`` is left out: the GPU run's time ran out before its turn (results/smollm2/README.md).
 """
 
 from __future__ import annotations
@@ -18,31 +19,32 @@ import os
 import sys
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from leank_core.mask import LeanKMask  # noqa: E402
-from registry import MaskRegistry, Report  # noqa: E402
+from registry import MaskRegistry, Policy, Report, SignedReport, generate_key  # noqa: E402
 from registry.site import render_site, site_server  # noqa: E402
 from registry.site.browser import screenshot  # noqa: E402
 
 RESULTS = ROOT / "results" / "smollm2"
-# mask file → its reports, oldest first (commit order: e9e8551, 47d0fb0, a6b75e8; 3fa15f1, 47d0fb0)
-VERSIONS = {
-    "mask_r70.safetensors": ["cpu_r70_baseline/report.json", "gpu_job/validate_r70.json", "cpu_r70_s8/report.json"],
-    "mask_r50.safetensors": ["cpu_r50/report.json", "gpu_job/validate_r50.json"],
-}
+VERSIONS = {"mask_r70.safetensors": "gate_gpu/gpu_r70/report.json", "mask_r50.safetensors": "gate_gpu/gpu_r50/report.json"}
 
 
-def build_registry(url: str) -> MaskRegistry:
+def build_registry(url: str, key: Path) -> MaskRegistry:
     registry = MaskRegistry(url)
-    for mask_file, reports in VERSIONS.items():
+    signer = generate_key(key)
+    registry.update_policy(lambda _: Policy(trusted_keys=(signer.public_key,)))
+    for mask_file, report_file in VERSIONS.items():
         mask = LeanKMask.load(RESULTS / mask_file)
         ref = registry.push(mask, {**mask.extra, "source": f"results/smollm2/{mask_file}"})
-        for name in reports:
-            registry.judge(ref, Report.from_json((RESULTS / name).read_bytes(), name))
+        manifest = registry.manifest(ref)
+        report = Report.from_json((RESULTS / report_file).read_bytes(), report_file)
+        bound = replace(report, version=ref.version, manifest_sha256=manifest.sha256())
+        registry.judge(ref, SignedReport.sign(bound, signer))
     return registry
 
 
@@ -53,7 +55,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="leank-smollm2-site-") as tmp:
         os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # the pulled masks stay in here
-        index = render_site(build_registry(str(Path(tmp) / "registry")), args.out)
+        index = render_site(build_registry(str(Path(tmp) / "registry"), Path(tmp) / "demo.key"), args.out)
     print(index)
     if args.screenshot:
         server = site_server(index.parent, 0)

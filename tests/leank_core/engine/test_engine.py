@@ -42,7 +42,7 @@ def hf_greedy(model, ids, new=NEW, mask=None, attention_mask=None) -> torch.Tens
     cache = DynamicCache() if mask is None else LeanKCache(mask, model.config)
     out = model.generate(ids, attention_mask=attention_mask, max_new_tokens=new, do_sample=False, pad_token_id=0,
                          **cache_kwargs(model, cache))
-    return out[:, ids.shape[1]:]
+    return out[:, ids.shape[1]:].cpu()  # where the engine returns its tokens
 
 
 @pytest.mark.parametrize("arch", ARCHS)
