@@ -68,8 +68,9 @@ def evaluate(
     """
     samples = list(samples)
     budgets = [len(s["answer_ids"]) + extra_tokens for s in samples]
-    longest = max(len(s["input_ids"]) + b for s, b in zip(samples, budgets))
-    engine = LeanKEngine(model, mask, max_batch=batch_size, max_len=longest)
+    # a batch decodes its longest budget for every row: room for the longest prompt plus the largest budget
+    engine = LeanKEngine(model, mask, max_batch=batch_size,
+                         max_len=max(len(s["input_ids"]) for s in samples) + max(budgets))
     eos = model.generation_config.eos_token_id
     pad = (eos[0] if isinstance(eos, list) else eos) if eos is not None else 0
     device = next(model.parameters()).device

@@ -24,23 +24,25 @@ def test_score_is_the_fraction_of_expected_strings_found():
 
 def _samples(n: int) -> list[dict]:
     g = torch.Generator().manual_seed(3)
-    lengths = [40, 57, 33, 64, 41][:n]
+    # sorted by length and batched in pairs, the longest prompt (64 tokens, a 1-token answer) shares a batch with
+    # a 6-token answer: the batch needs room for 64 + 6 + extra, more than any one sample's prompt + budget
+    lengths, answers = [64, 62, 20, 30][:n], [1, 6, 2, 2][:n]
     return [{"task": "t", "length": 64, "index": i, "answers": ["x"],
-             "input_ids": torch.randint(3, 259, (n_tokens,), generator=g).tolist(), "answer_ids": [5] * (1 + i % 3)}
-            for i, n_tokens in enumerate(lengths)]
+             "input_ids": torch.randint(3, 259, (n_tokens,), generator=g).tolist(), "answer_ids": [5] * answer}
+            for i, (n_tokens, answer) in enumerate(zip(lengths, answers))]
 
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_batched_evaluation_gives_each_sample_what_generate_gives_it_alone(masked):
     """Ragged prompts batched through the engine, each with its own token budget, equal one-by-one generate."""
-    model = tiny_model()
+    model = tiny_model(vocab_size=259)  # every id the byte tokenizer can decode
     mask = None
     if masked:
         alpha = torch.rand(2, 2, 16, generator=torch.Generator().manual_seed(0))
         mask = LeanKMask.from_importance(alpha, 0.5, 4, 4, 8, model_hash=model_hash(model))
         apply(model, mask)
     tokenizer = ByT5Tokenizer(extra_ids=0)
-    samples = _samples(5)
+    samples = _samples(4)
     rows = evaluate(model, tokenizer, samples, mask, extra_tokens=3, label="run", batch_size=2, progress=False)
     for sample, row in zip(samples, rows):
         budget = len(sample["answer_ids"]) + 3
