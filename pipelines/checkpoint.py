@@ -9,18 +9,26 @@ run code on the workers that resume from it, nor hand them silently altered stat
   directory; :func:`verify_digest` refuses a checkpoint whose files differ from it (changed,
   missing, or added — e.g. a pickle dropped beside the tensors) before anything is loaded.
   ``write_digest`` also returns one digest of the whole checkpoint: kept somewhere the
-  storage's writers cannot reach (the job's run record, a metric reported with the
-  checkpoint), it also catches a rewrite of the digest file itself.
+  storage's writers cannot reach (a metric reported with the checkpoint, which Ray Train's
+  controller holds in memory while the job runs), it also catches a rewrite of the digest
+  file itself;
+* :func:`save_state` / :func:`load_state` hold a training state in :data:`STATE_FILE`: tensors
+  and numbers only, refused on load unless the digest accepts the directory first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 DIGEST_FILE = "leank_digest.json"
+STATE_FILE = "state.pt"
+State = dict[str, torch.Tensor | int | float]
 _CHUNK = 1 << 20
 
 
@@ -83,10 +91,35 @@ def load_tensors(path: str | Path) -> Any:
     file holds anything but tensors and plain containers."""
     import pickle
 
-    import torch
-
     try:
         return torch.load(Path(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         raise CheckpointError(f"checkpoint file {path} cannot be loaded as tensors only "
                               f"({str(e).splitlines()[0][:120]}); refusing it") from None
+
+
+def _plain(state: Any) -> bool:
+    return isinstance(state, dict) and all(isinstance(k, str) and type(v) in (torch.Tensor, int, float)
+                                           for k, v in state.items())
+
+
+def save_state(directory: str | Path, state: Mapping[str, torch.Tensor | int | float]) -> None:
+    """Write ``state`` (named tensors and numbers, nothing else) as :data:`STATE_FILE` in ``directory``;
+    :func:`write_digest` seals the directory once all its files are written."""
+    if not _plain(dict(state)):
+        raise TypeError("a checkpoint state holds only named tensors and numbers")
+    torch.save(dict(state), Path(directory) / STATE_FILE)
+
+
+def load_state(directory: str | Path, expected: str | None = None) -> State:
+    """The state :func:`save_state` wrote in ``directory``: the directory is verified first
+    (:func:`verify_digest`, against ``expected`` too when given), then the file is loaded tensors-only
+    and must hold nothing but named tensors and numbers; CheckpointError (one line) otherwise."""
+    verify_digest(directory, expected)
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {directory} has no {STATE_FILE}; refusing to resume from it")
+    state = load_tensors(path)
+    if not _plain(state):
+        raise CheckpointError(f"checkpoint file {path} holds more than named tensors and numbers; refusing it")
+    return state

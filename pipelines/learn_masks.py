@@ -23,7 +23,9 @@ sized by the data recipe's lengths; ``--tasks`` does not apply) and never pushes
 Every ``--checkpoint-every`` steps α, the Adam state and the step go to Ray Train storage; a
 failed worker restarts the group from the last checkpoint (up to ``--max-failures`` times),
 and ``--resume --name RUN`` continues a run whose driver died. Either way the final mask is
-the one an uninterrupted run would give. At the end the mask is pushed to the registry with
+the one an uninterrupted run would give. Checkpoints hold tensors and numbers only, are
+loaded without unpickling code and only after their files match the digest reported at
+save (docs/trust.md, "Checkpoints"). At the end the mask is pushed to the registry with
 the full training configuration and data recipe in its manifest.
 
 Everything is checked before any worker starts (the model's config only, not its weights);
@@ -55,7 +57,8 @@ from leank_core.model_source import ModelSource, presets, resolve_model  # noqa:
 from leank_core.mask import LeanKMask  # noqa: E402
 from leank_core.training import TrainConfig  # noqa: E402
 from pipelines.config import JobParser, UsageError, finite_float  # noqa: E402
-from pipelines.train_worker import DTYPES, MASK_FILE, WorkerPlan, train_loop  # noqa: E402
+from pipelines.checkpoint import CheckpointError, verify_digest  # noqa: E402
+from pipelines.train_worker import DIGEST_METRIC, DTYPES, MASK_FILE, WorkerPlan, train_loop  # noqa: E402
 from pipelines.validate import (  # noqa: E402
     Target, ValidationFailed, ValidationPlan, check_target, exit_code, plan_from_config, validate,
 )
@@ -278,7 +281,8 @@ def training_data(source: ModelSource, recipe: DataRecipe) -> Any:
 
 
 def fit(job: Job, dataset: Any) -> tuple[LeanKMask, dict[str, Any]]:
-    """Run the Ray Train job; returns the mask rank 0 reported at the end and the final metrics."""
+    """Run the Ray Train job; returns the mask rank 0 reported at the end (its checkpoint verified against
+    the digest reported with it) and the final metrics."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -299,8 +303,11 @@ def fit(job: Job, dataset: Any) -> tuple[LeanKMask, dict[str, Any]]:
                              failure_config=FailureConfig(max_failures=job.max_failures)),
     )
     result = trainer.fit()
+    metrics = dict(result.metrics)
+    digest = metrics.pop(DIGEST_METRIC, None)
     with result.checkpoint.as_directory() as d:
-        return LeanKMask.load(Path(d) / MASK_FILE), dict(result.metrics)
+        verify_digest(d, digest)
+        return LeanKMask.load(Path(d) / MASK_FILE), metrics
 
 
 def push_candidate(job: Job, mask: LeanKMask, metrics: dict[str, Any]) -> MaskRef:
@@ -313,6 +320,16 @@ def push_candidate(job: Job, mask: LeanKMask, metrics: dict[str, Any]) -> MaskRe
           f"kept K channels per head -> number of heads: {histogram}\n"
           f"K kept {mask.k_fraction_kept:.1%}, V kept {mask.v_fraction_kept:.1%} (middle tokens)")
     return ref
+
+
+def failure_line(error: Exception) -> str:
+    """Why training failed, in one line: the last line of the first failed worker's own error (e.g.
+    a refused checkpoint) when Ray names one, else Ray's first line."""
+    for rank, failure in sorted((getattr(error, "worker_failures", None) or {}).items()):
+        lines = [line.strip() for line in str(failure).splitlines() if line.strip()]
+        if lines:
+            return f"rank {rank}: {lines[-1]}"
+    return str(error).splitlines()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         ref = push_candidate(job, mask, metrics)
     except ray.train.TrainingFailedError as e:
-        print(f"leank learn: training failed: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"leank learn: training failed: {failure_line(e)}", file=sys.stderr)
+        return 1
+    except CheckpointError as e:
+        print(f"leank learn: {e}", file=sys.stderr)
         return 1
     finally:
         if started:

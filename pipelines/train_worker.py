@@ -11,7 +11,11 @@ at each stage with that stage's learning rate and keeps α in [0, 1].
 
 Resumability: a step's samples are a pure function of (seed, step), and a checkpoint holds α,
 the Adam state and the step, so a run restarted from any checkpoint computes exactly what the
-uninterrupted run computes.
+uninterrupted run computes. The checkpoint is the worker's own (:func:`alpha_state`), not
+DeepSpeed's, whose loader unpickles arbitrary objects: rank 0 writes named tensors and numbers
+with a digest (:mod:`pipelines.checkpoint`) and reports the digest with the checkpoint; a resuming
+worker verifies the files against it before it loads anything, and loads tensors only
+(docs/trust.md, "Checkpoints").
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ from leank_core.mask import LeanKMask
 from leank_core.model_hash import hash_weights, model_hash
 from leank_core.model_source import ModelSource
 from leank_core.training import ClampedAdam, Importance, PlannedStep, TrainConfig, compute_loss, freeze, schedule
+from pipelines.checkpoint import State, load_state, save_state, verify_digest, write_digest
 
-MASK_FILE = "mask.safetensors"  # in the final checkpoint: the run is finished
-DS_TAG = "alpha"                  # DeepSpeed checkpoint tag inside every Ray checkpoint
+MASK_FILE = "mask.safetensors"         # in the final checkpoint: the run is finished
+DIGEST_METRIC = "checkpoint_digest"   # reported with every checkpoint (pipelines.checkpoint.write_digest)
+ADAM_KEYS = ("exp_avg", "exp_avg_sq")  # ClampedAdam's per-element state, laid out like the master partition
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -148,6 +154,54 @@ def _full_alpha(alpha: nn.Parameter) -> torch.Tensor:
     return safe_get_full_fp32_param(alpha).detach().float().cpu()
 
 
+def _master(engine: Any) -> torch.Tensor:
+    """This rank's flat fp32 partition of α, the tensor the optimizer steps (α is the engine's only
+    trainable parameter, so each ZeRO stage keeps exactly one per rank)."""
+    zero = engine.optimizer
+    [flat] = zero.fp32_partitioned_groups_flat if engine.zero_optimization_stage() == 3 \
+        else zero.single_partition_of_fp32_groups
+    return flat
+
+
+def alpha_state(engine: Any, alpha: nn.Parameter, optimizer: ClampedAdam) -> State:
+    """α's fp32 master and its Adam state (moments, step count, learning rate), whole (a collective).
+
+    DeepSpeed's ``safe_get_full_optimizer_state`` is not used: under ZeRO-2 it reads views that
+    DeepSpeed links to Adam's state tensors once, after the first step, so after
+    :meth:`ClampedAdam.restart` (stage 2) it returns stage 1's last state. Each moment, laid out
+    like the master partition, is instead gathered through the master's own slot by
+    ``safe_get_full_fp32_param``, DeepSpeed's map from partitions to the whole α.
+    """
+    flat = _master(engine)
+    adam = optimizer.state[flat]
+    master = flat.detach().clone()
+    state: State = {"alpha": _full_alpha(alpha)}
+    for key in ADAM_KEYS:
+        flat.data.copy_(adam[key])
+        state[key] = _full_alpha(alpha)
+    flat.data.copy_(master)
+    return {**state, "adam_step": adam["step"].detach().cpu().clone(), "lr": optimizer.param_groups[0]["lr"]}
+
+
+def restore_alpha_state(engine: Any, alpha: nn.Parameter, optimizer: ClampedAdam, state: State) -> None:
+    """Put an :func:`alpha_state` into a fresh engine (a collective): the optimizer's master, the
+    model's copy of α that the forward pass reads, Adam's state and learning rate."""
+    import deepspeed
+    from deepspeed.utils import safe_set_full_fp32_param
+
+    flat = _master(engine)
+    adam = {"step": state["adam_step"].clone()}
+    for key in ADAM_KEYS:
+        safe_set_full_fp32_param(alpha, state[key].to(flat.device))
+        adam[key] = flat.detach().clone()
+    safe_set_full_fp32_param(alpha, state["alpha"].to(flat.device))
+    optimizer.state[flat] = adam
+    for group in optimizer.param_groups:
+        group["lr"] = state["lr"]
+    with deepspeed.zero.GatheredParameters([alpha], modifier_rank=0):
+        alpha.data.copy_(state["alpha"])
+
+
 class Meter:
     """Per-step loss terms and throughput over the global batch (all workers), and the run's totals.
 
@@ -236,26 +290,46 @@ def progress_line(m: Mapping[str, float], total_steps: int) -> str:
             f"{m['tokens'] / m['step_time_s']:.0f} tok/s {m['step_time_s']:.2f} s/step{memory}")
 
 
-def _restore(engine: Any) -> int | None:
-    """The step to continue from (0 for a new run), or None if the run already finished."""
+def _reported_digest(checkpoint: ray.train.Checkpoint) -> str | None:
+    """The digest rank 0 reported with ``checkpoint``: held by Ray Train's controller in memory
+    while the job runs (a new driver, ``--resume``, reads it back from the run's storage)."""
+    for reported in ray.train.get_all_reported_checkpoints():
+        if reported.checkpoint.path == checkpoint.path:
+            return reported.metrics.get(DIGEST_METRIC)
+    return None
+
+
+def _restore(engine: Any, alpha: nn.Parameter, optimizer: ClampedAdam, rank: int) -> int | None:
+    """The step to continue from (0 for a new run), or None if the run already finished.
+
+    Nothing in the checkpoint is read before its files match the digest reported at save.
+    """
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0
+    expected = _reported_digest(checkpoint)
     with checkpoint.as_directory() as d:
         if (Path(d) / MASK_FILE).exists():
+            verify_digest(d, expected)
             return None
-        _, client_state = engine.load_checkpoint(d, tag=DS_TAG, load_module_strict=False)
-    return int(client_state["step"])
+        state = load_state(d, expected)
+    restore_alpha_state(engine, alpha, optimizer, state)
+    if rank == 0:
+        kept = "the one reported at save" if expected else "its digest file only (none was reported)"
+        _log(f"[leank learn] resumed from the checkpoint at step {state['step']}, its files checked against {kept}")
+    return int(state["step"])
 
 
 def _report(metrics: dict[str, float], write: Callable[[Path], Any] | None = None) -> None:
-    """``ray.train.report`` (every rank must call it); ``write`` fills this rank's checkpoint files."""
+    """``ray.train.report`` (every rank must call it); ``write`` fills this rank's checkpoint files,
+    whose digest is reported with them (:data:`DIGEST_METRIC`)."""
     if write is None:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="leank-ckpt-") as d:
         write(Path(d))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        digest = write_digest(d)
+        ray.train.report({**metrics, DIGEST_METRIC: digest}, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def _log(line: str) -> None:
@@ -281,11 +355,9 @@ def train_loop(loop_config: dict[str, WorkerPlan]) -> None:
     optimizer = ClampedAdam(importance.parameters(), lr=config.lr)
     engine, *_ = deepspeed.initialize(model=DistillationModule(model, importance, config), optimizer=optimizer,
                                       config=deepspeed_config(plan.zero_stage, micro_steps), dist_init_required=False)
-    start = _restore(engine)
+    start = _restore(engine, importance.alpha, optimizer, rank)
     if start is None:
         return
-    if start and rank == 0:
-        _log(f"[leank learn] resumed from the checkpoint at step {start}")
     dataset = ray.get(plan.data)
     steps = schedule(config, len(dataset))
     meter = Meter(device, world, resumed_from=start)
@@ -304,8 +376,8 @@ def train_loop(loop_config: dict[str, WorkerPlan]) -> None:
             _log(progress_line(m, len(steps)))
         done = step.index + 1
         if done % plan.checkpoint_every == 0 and done < len(steps):  # the last step's checkpoint is the mask
-            _report(meter.summary(), lambda d, at=done: engine.save_checkpoint(
-                d, tag=DS_TAG, client_state={"step": at}, exclude_frozen_parameters=True))
+            state = {**alpha_state(engine, importance.alpha, optimizer), "step": done}  # collective
+            _report(meter.summary(), (lambda d, s=state: save_state(d, s)) if rank == 0 else None)
     metrics = {**meter.summary(), **meter.totals()}
     if steps:  # every worker times its last prompt (a collective under ZeRO-3)
         last = dataset[steps[-1].share(rank, world)[-1]]

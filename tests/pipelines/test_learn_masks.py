@@ -10,7 +10,12 @@ on gloo, ZeRO-3, a global batch of 2 samples per step:
 * a one-worker run must reproduce single-process ``learn_mask`` on the same data, and the
   two-worker reference's α;
 * a shape preset (random weights built in ZeRO-3 partitions, token-id data) runs, reports its
-  speed and memory metrics and pushes nothing.
+  speed and memory metrics and pushes nothing;
+* a failed run whose checkpoint was rewritten in storage is refused on ``--resume``, and
+  nothing in it is unpickled.
+
+Without Ray, 2 gloo processes check the worker's own checkpoint under ZeRO-2 and ZeRO-3: saved
+in stage 2 and put into fresh engines, it continues to exactly the uninterrupted α.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,15 +34,19 @@ from typing import Any
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from transformers import ByT5Tokenizer
 
 from leank_core.tasks import DataRecipe, make_training_samples
 from leank_core.model_source import resolve_model
 from leank_core.model_hash import model_hash
-from leank_core.training import TrainConfig, learn_mask
+from leank_core.training import ClampedAdam, TrainConfig, learn_mask
+from pipelines.checkpoint import DIGEST_FILE, STATE_FILE, load_state, save_state, write_digest
 from pipelines.learn_masks import build_parser, main, plan
+from pipelines.train_worker import alpha_state, deepspeed_config, restore_alpha_state
 from registry import MaskRegistry
 from tests.conftest import tiny_model
+from tests.pipelines.test_checkpoint import WritesMarker
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_ID = "test/tiny-llama"
@@ -237,6 +247,17 @@ def _start_killer(ray_head, run_dir: Path) -> tuple[threading.Thread, dict[str, 
     return killer, killed
 
 
+def _fail_after_first_checkpoint(ray_head, tiny_dir: Path, tmp_path: Path, name: str) -> list[str]:
+    """Run job ``name`` with no restarts left and SIGKILL a worker after its first checkpoint: it exits 1.
+    Returns the job's arguments."""
+    args = job_args(tiny_dir, tmp_path, name)
+    killer, killed = _start_killer(ray_head, tmp_path / "runs" / name)
+    assert main([*args, "--max-failures", "0"]) == 1
+    killer.join(timeout=5)
+    assert "killed" in killed, "no worker was killed"
+    return args
+
+
 def _assert_resumed_to_reference(tmp: Path, reference: dict[str, Any]) -> None:
     manifest = MaskRegistry(str(tmp / "registry")).show(MODEL_ID, 1).manifest.to_dict()
     assert manifest["training_metrics"]["resumed_from_step"] > 0
@@ -262,11 +283,7 @@ def test_failed_job_exits_1_pushes_nothing_and_resume_finishes_it(ray_head, refe
                                                                    tmp_path: Path, monkeypatch, capsys) -> None:
     """With no restarts left the job fails; ``--resume`` (a new driver) continues from storage."""
     monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
-    args = job_args(tiny_dir, tmp_path, "failed")
-    killer, killed = _start_killer(ray_head, tmp_path / "runs" / "failed")
-    assert main([*args, "--max-failures", "0"]) == 1
-    killer.join(timeout=5)
-    assert "killed" in killed, "no worker was killed"
+    args = _fail_after_first_checkpoint(ray_head, tiny_dir, tmp_path, "failed")
     assert "training failed" in capsys.readouterr().err
     assert pushed(tmp_path / "registry") == []
     assert main([*args, "--resume"]) == 0
@@ -318,3 +335,123 @@ def test_shape_preset_measures_speed_and_memory_and_pushes_nothing(ray_head, tmp
     assert metrics["step_s"] > 0 and metrics["prefill_s"] > 0
     assert metrics["tokens_per_s"] == pytest.approx((300 + 2 * 16) / metrics["step_s"])
     assert "mask is not pushed" in out and not (tmp_path / "registry").exists()
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_checkpoint_rewritten_in_storage(ray_head, tiny_dir: Path, tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
+    """The run's checkpoints hold named tensors and numbers only. Rewritten in storage (the state file
+    carrying a pickle that would run code, the digest file recomputed), they are refused by the digest
+    Ray Train kept with them: the resumed job fails, the payload never runs, nothing is pushed."""
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    args = _fail_after_first_checkpoint(ray_head, tiny_dir, tmp_path, "rewritten")
+    checkpoints = [p for p in (tmp_path / "runs" / "rewritten").glob("checkpoint_*") if p.is_dir()]
+    assert checkpoints
+    marker = tmp_path / "marker"
+    for checkpoint in checkpoints:
+        assert sorted(p.name for p in checkpoint.iterdir()) == sorted([DIGEST_FILE, STATE_FILE])
+        state = load_state(checkpoint)  # tensors and numbers only, or it raises
+        assert set(state) == {"alpha", "exp_avg", "exp_avg_sq", "adam_step", "lr", "step"}
+        torch.save({**state, "hook": WritesMarker(marker)}, checkpoint / STATE_FILE)
+        write_digest(checkpoint)
+    capsys.readouterr()
+    assert main([*args, "--resume", "--max-failures", "0"]) == 1
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("leank learn: ")]
+    assert "training failed: rank 0: checkpoint" in line and "not the one this run saved" in line, line
+    assert not marker.exists()
+    assert pushed(tmp_path / "registry") == []
+
+# --- the worker's own checkpoint under ZeRO, without Ray -----------------------------------
+
+LRS = {0: 0.05, 3: 0.02}  # the steps that restart ClampedAdam (two stages), and their learning rates
+
+
+class AlphaLoss(torch.nn.Module):
+    """α beside a frozen layer; the loss is quadratic in α, so a wrong α, moment, step count or lr
+    after a restore changes the steps that follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.frozen = torch.nn.Linear(8, 8).requires_grad_(False)
+        self.alpha = torch.nn.Parameter(torch.rand(3, 2, 7))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (((self.frozen(x).mean(0)[:7] - self.alpha) ** 2).sum(),)
+
+
+def _engine(stage: int) -> tuple[Any, AlphaLoss, Any]:
+    import deepspeed
+
+    module = AlphaLoss()
+    optimizer = ClampedAdam([module.alpha], lr=LRS[0])
+    engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, config=deepspeed_config(stage, 1),
+                                      dist_init_required=False)
+    return engine, module, optimizer
+
+
+def _train(engine: Any, optimizer: Any, steps: range, rank: int) -> None:
+    for i in steps:
+        if i in LRS:
+            optimizer.restart(LRS[i])
+        loss, = engine(torch.randn(4, 8, generator=torch.Generator().manual_seed(10 * i + rank)))
+        engine.backward(loss)
+        engine.step()
+
+
+def _resume_worker(rank: int, stage: int, port: int, directory: str) -> None:
+    """Rank ``rank`` of 2: an uninterrupted run of 6 steps, and one saved after step 4 (stage 2) and
+    continued in a fresh engine; rank 0 writes both final α (master and the model's copy)."""
+    os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "leank" / "torch_extensions"))
+    import deepspeed  # after DS_ACCELERATOR: DeepSpeed picks its accelerator on import
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    deepspeed.init_distributed("gloo")
+    engine, module, optimizer = _engine(stage)
+    _train(engine, optimizer, range(6), rank)
+    uninterrupted = safe_get_full_fp32_param(module.alpha)
+    engine, module, optimizer = _engine(stage)
+    _train(engine, optimizer, range(4), rank)
+    saved = {**alpha_state(engine, module.alpha, optimizer), "step": 4}
+    checkpoint = Path(directory) / "checkpoint"
+    if rank == 0:
+        checkpoint.mkdir()
+        save_state(checkpoint, saved)
+        write_digest(checkpoint)
+    torch.distributed.barrier()
+    engine, module, optimizer = _engine(stage)
+    restore_alpha_state(engine, module.alpha, optimizer, load_state(checkpoint))
+    _train(engine, optimizer, range(4, 6), rank)
+    resumed = safe_get_full_fp32_param(module.alpha)
+    with deepspeed.zero.GatheredParameters([module.alpha]):
+        model_copy = module.alpha.detach().clone()
+    if rank == 0:
+        torch.save({"uninterrupted": uninterrupted, "resumed": resumed, "model_copy": model_copy,
+                    "saved": saved["alpha"]}, Path(directory) / "result.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_worker_checkpoint_resumes_exactly_under_zero(stage: int, tmp_path: Path) -> None:
+    """α, Adam's moments, step count and lr saved in stage 2 (after DeepSpeed's own optimizer-state
+    views went stale under ZeRO-2) and restored into fresh engines on 2 ranks: bit-identical α."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    workers = [ctx.Process(target=_resume_worker, args=(rank, stage, port, str(tmp_path))) for rank in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=600)
+        if w.is_alive():
+            w.kill()
+    assert [w.exitcode for w in workers] == [0, 0]
+    result = torch.load(tmp_path / "result.pt", weights_only=True)
+    assert not torch.equal(result["saved"], result["uninterrupted"])  # the resumed steps moved α
+    assert torch.equal(result["resumed"], result["uninterrupted"])
+    assert torch.equal(result["model_copy"], result["resumed"])
