@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 
 from leank_core.tasks.budget import PromptParts, TokenCounter
-from leank_core.tasks.phrasings import Phrasing
+from leank_core.tasks.families import FamilyPools
 
 TASKS: tuple[str, ...] = (
     "passkey", "niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery",
@@ -51,13 +51,9 @@ class Difficulty:
 
 
 @dataclass(frozen=True)
-class TaskInputs:
-    """What a task builder needs besides its rng: the split's wording and pools, and depth stratum."""
+class TaskInputs(FamilyPools):
+    """What a task builder needs besides its rng: the family's wording and pools, and depth stratum."""
 
-    phrasing: Phrasing
-    sentences: tuple[str, ...]
-    passkey_sentences: tuple[str, ...]
-    words: tuple[str, ...]
     counter: TokenCounter
     difficulty: Difficulty
     index: int

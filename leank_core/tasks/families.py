@@ -11,9 +11,9 @@ The other tasks keep RULER's wording, so their cells stay what they were.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from leank_core.tasks.phrasings import PHRASINGS, Phrasing
+from leank_core.tasks.phrasings import PHRASINGS, Phrasing, sentence_pool, word_pool
 
 RULER = PHRASINGS["eval"]
 
@@ -133,3 +133,21 @@ def family_of(split: str, task: str, index: int) -> str:
     family); everything else uses its split's first family."""
     names = list(FAMILIES[split])
     return names[(index // 2) % len(names)] if task in FAMILY_TASKS else names[0]
+
+
+@dataclass(frozen=True)
+class FamilyPools:
+    """One phrasing family's wording with its filler pools (built once per generator)."""
+
+    phrasing: Phrasing
+    sentences: tuple[str, ...]
+    passkey_sentences: tuple[str, ...]
+    words: tuple[str, ...]
+
+    @classmethod
+    def build(cls, split: str, family: str) -> "FamilyPools":
+        p = FAMILIES[split][family]
+        name = split if family in ("train", "ruler") else f"{split}-{family}"  # the first families' pools predate families
+        return cls(p, tuple(" " + s for s in sentence_pool(p.haystack, p.slots, f"{name}/haystack")),
+                   tuple(" " + s for s in sentence_pool(p.passkey_haystack, p.slots, f"{name}/passkey")),
+                   word_pool(p.syllables, f"{split}/words"))

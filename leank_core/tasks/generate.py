@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from datasets import Dataset, Features, List, Value
@@ -18,8 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from leank_core.tasks.budget import TokenCounter, realize
 from leank_core.tasks.builders import BUILDERS, TASKS, Difficulty, TaskInputs
-from leank_core.tasks.families import FAMILIES, family_of
-from leank_core.tasks.phrasings import Phrasing, sentence_pool, word_pool
+from leank_core.tasks.families import FamilyPools, family_of
 
 SPLITS = ("train", "eval")
 FEATURES = Features({
@@ -27,24 +25,6 @@ FEATURES = Features({
     "answers": List(Value("string")), "keys": List(Value("string")),
     "input_ids": List(Value("int64")), "answer_ids": List(Value("int64")),
 })
-
-
-@dataclass(frozen=True)
-class FamilyPools:
-    """One phrasing family's wording with its filler pools (built once per generator)."""
-
-    phrasing: Phrasing
-    sentences: tuple[str, ...]
-    passkey_sentences: tuple[str, ...]
-    words: tuple[str, ...]
-
-    @classmethod
-    def build(cls, split: str, family: str) -> "FamilyPools":
-        p = FAMILIES[split][family]
-        name = split if family in ("train", "ruler") else f"{split}-{family}"  # the first families' pools predate families
-        return cls(p, tuple(" " + s for s in sentence_pool(p.haystack, p.slots, f"{name}/haystack")),
-                   tuple(" " + s for s in sentence_pool(p.passkey_haystack, p.slots, f"{name}/passkey")),
-                   word_pool(p.syllables, f"{split}/words"))
 
 
 class SampleGenerator:
