@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 import torch
@@ -78,14 +78,19 @@ def leank_attention_forward(
     return mode.attend(module, query, key, value, attention_mask, scaling), None
 
 
+# What each forward pass in flight (innermost last) must undo when it ends: per thread / task, like _ACTIVE.
+_UNDO: ContextVar[tuple[Token | None, ...]] = ContextVar("leank_attention_mode_undo", default=())
+
+
 def _activate_mode_argument(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
     """Forward pre-hook: an AttentionMode among the arguments (a LeanKCache) becomes the mode."""
     mode = next((a for a in (*args, *kwargs.values()) if isinstance(a, AttentionMode)), None)
-    module._leank_tokens = getattr(module, "_leank_tokens", []) + [None if mode is None else _ACTIVE.set(mode)]
+    _UNDO.set((*_UNDO.get(), None if mode is None else _ACTIVE.set(mode)))
 
 
 def _restore_mode(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-    token = module._leank_tokens.pop()
+    *outer, token = _UNDO.get()
+    _UNDO.set(tuple(outer))
     if token is not None:
         _ACTIVE.reset(token)
 

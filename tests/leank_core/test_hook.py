@@ -106,3 +106,41 @@ def test_apply_refuses_a_mask_for_another_model_with_one_line():
     with pytest.raises(ValueError, match="does not match this model"):
         applied(model, wrong_shape).__enter__()
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_concurrent_forwards_in_two_threads_each_see_their_own_mode():
+    """Modes are per thread: two forwards interleaved layer by layer never hand a call to the other's mode."""
+    import threading
+
+    model = install(tiny_model())
+    barrier = threading.Barrier(2, timeout=30)
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+
+    class Recording(DynamicCache, AttentionMode):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def attend(self, module, query, key, value, attention_mask, scaling):
+            seen[self.name].append(module.layer_idx)
+            barrier.wait()  # both threads are inside a forward at once, layer by layer
+            b, h, t, d = query.shape
+            return torch.zeros(b, t, h, d)
+
+    errors = []
+
+    def run(name):
+        try:
+            with torch.no_grad():
+                model.model(ids(), None, None, Recording(name))
+        except Exception as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in seen]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and seen == {"a": [0, 1], "b": [0, 1]}
+    with torch.no_grad():
+        assert torch.equal(model(ids()).logits, install(tiny_model())(ids()).logits)  # no mode left active
