@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import gc
+import sys
 import weakref
 
+import pytest
 import torch
 
-from leank_core.model_hash import IN_FLIGHT, hash_weights, model_hash
+from leank_core.model_hash import ARCH_FIELDS, IN_FLIGHT, hash_weights, model_hash
 from tests.conftest import tiny_model
 
 
@@ -23,20 +25,90 @@ def test_hash_is_stable_across_rebuilds_and_dtypes(tmp_path):
     assert model_hash(reloaded) == model_hash(a)
 
 
-def test_any_weight_change_changes_the_hash():
+def test_every_weight_changes_the_hash_final_norm_included():
+    """A mask must never follow a fine-tune: one changed value in any parameter gives another digest."""
+    a = tiny_model(seed=1)
+    before = model_hash(a)
+    names = [name for name, _ in a.named_parameters()]
+    assert "model.norm.weight" in names and "lm_head.weight" in names
+    for name, p in a.named_parameters():
+        with torch.no_grad():
+            p.view(-1)[-1] += 0.5  # the last element: every chunk of the tensor is hashed, not just its start
+        assert model_hash(a) != before, name
+        with torch.no_grad():
+            p.view(-1)[-1] -= 0.5
+    assert model_hash(a) == before
+
+
+def test_changes_below_bfloat16_resolution_do_not_change_the_hash():
+    """The documented rounding: fp32 noise under bf16 resolution (a reload in another dtype) hashes the same."""
     a = tiny_model(seed=1)
     before = model_hash(a)
     with torch.no_grad():
-        a.model.layers[1].self_attn.k_proj.weight[3, 5] += 1e-3
-    assert model_hash(a) != before
+        a.model.norm.weight.add_(1e-5)  # the norm starts at ones: 1 + 1e-5 rounds to 1 in bf16
+    assert model_hash(a) == before
 
 
-def test_architecture_fields_are_covered():
+@pytest.mark.parametrize("field", ARCH_FIELDS)
+def test_every_hashed_config_field_changes_the_hash(field):
     a = tiny_model(seed=1)
     params = list(a.named_parameters())
     other = copy.deepcopy(a.config)
-    other.rms_norm_eps = 1e-3
+    setattr(other, field, changed(getattr(a.config, field, None)))
     assert hash_weights(a.config, params) != hash_weights(other, params)
+
+
+def changed(value):
+    """Another valid value of the same type (configs check the types of their fields)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return value + "-other"
+    if isinstance(value, dict):
+        return {**value, "rope_theta": 1234.0}
+    return 64  # absent (None): set
+
+
+@pytest.mark.parametrize("field,value", [("_attn_implementation", "eager"), ("use_cache", False),
+                                         ("pad_token_id", 7), ("dtype", torch.bfloat16)])
+def test_settings_that_do_not_change_the_weights_do_not_change_the_hash(field, value):
+    a = tiny_model(seed=1)
+    params = list(a.named_parameters())
+    other = copy.deepcopy(a.config)
+    setattr(other, field, value)
+    assert hash_weights(a.config, params) == hash_weights(other, params)
+
+
+def test_a_parameters_name_and_shape_are_hashed_with_its_values():
+    w = torch.arange(12.0)
+    config = tiny_model(seed=1).config
+    digests = {hash_weights(config, [("w", w)]), hash_weights(config, [("v", w)]),
+               hash_weights(config, [("w", w.view(3, 4))]), hash_weights(config, [("w", w.view(4, 3))])}
+    assert len(digests) == 4
+
+
+def test_integer_and_bool_tensors_hash_their_own_values():
+    config = tiny_model(seed=1).config
+    ints = torch.tensor([1, 2, 3])
+    flags = torch.tensor([True, False, True])
+    base = hash_weights(config, [("i", ints), ("b", flags)])
+    assert base == hash_weights(config, [("i", ints.clone()), ("b", flags.clone())])
+    assert base != hash_weights(config, [("i", torch.tensor([1, 2, 4])), ("b", flags)])
+    assert base != hash_weights(config, [("i", ints), ("b", torch.tensor([True, True, True]))])
+    big = torch.tensor([2**40])  # bf16 could not tell 2**40 from 2**40 + 1: integers are hashed exactly
+    assert hash_weights(config, [("i", big)]) != hash_weights(config, [("i", big + 1)])
+
+
+def test_chunked_streaming_hashes_what_one_chunk_would(monkeypatch):
+    a = tiny_model(seed=1)
+    whole = model_hash(a)
+    monkeypatch.setattr(sys.modules["leank_core.model_hash"], "CHUNK_ELEMS", 7)  # every tensor in several chunks, the last partial
+    assert model_hash(a) == whole
+    with torch.no_grad():
+        a.model.norm.weight[-1] += 0.5
+    assert model_hash(a) != whole
 
 
 def test_hash_streams_named_tensors_in_any_order():
