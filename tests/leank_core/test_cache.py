@@ -11,6 +11,7 @@ from transformers import DynamicCache
 from leank_core.cache import GROWTH_CHUNK, LeanKCache
 from leank_core.compat import cache_kwargs
 from leank_core.hook import apply
+from leank_core.kernels.reference import decode_attention_reference
 from leank_core.memory import allocated_bytes, cache_memory, memory_report
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import model_hash
@@ -289,12 +290,34 @@ def test_a_decode_step_does_not_synchronise_with_the_host():
     layer = cache.layers[0]
     query, kv = torch.randn(1, 4, 1, 16, device="cuda"), torch.randn(1, 2, 1, 16, device="cuda")
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
+    torch.cuda.set_sync_debug_mode("error")  # any host sync in these steps raises
     try:
-        for _ in range(3):
-            layer.attend(None, query, *layer.update(kv, kv), None, 0.25)
+        outs = [layer.attend(None, query, *layer.update(kv, kv), None, 0.25) for _ in range(3)]
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    assert layer.seen == GROWTH_CHUNK + 3 and int(layer.state().mid_len[0]) == GROWTH_CHUNK + 3 - SINK - RECENT
+    expected = decode_attention_reference(query[:, :, 0], layer.state(), layer.layout, 0.25)
+    assert torch.allclose(outs[-1][:, 0], expected, atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the cache tests above run the compiled kernel")
+def test_the_triton_decode_kernel_drives_the_cache_under_the_interpreter(monkeypatch):
+    """On CPU the cache normally decodes with the PyTorch reference; here the Triton kernel (interpreted) does,
+    and generate still equals the training-side masked forward."""
+    import leank_core.kernels as kernels
+    from leank_core.kernels import decode_launch
+
+    launches = []
+    kernel = decode_launch.decode_attention_triton
+    monkeypatch.setattr(kernels, "_use_triton", lambda tensor: True)
+    monkeypatch.setattr(decode_launch, "decode_attention_triton", lambda *a, **k: launches.append(1) or kernel(*a, **k))
+    model = peaked_model()
+    mask = random_mask(model)
+    apply(model, mask)
+    ids = prompt(SINK + RECENT + 6)
+    tokens, logits, _ = generate(model, ids, mask, new=4)
+    assert len(launches) == 3 * model.config.num_hidden_layers  # every decode step of every layer
+    assert torch.allclose(logits[:, 1:], oracle_logits(model, ids, tokens[:, :-1], mask), atol=1e-4)
 
 
 def test_masks_for_another_model_are_refused():
