@@ -411,17 +411,24 @@ def main() -> None:
                     record = run_cell(model, name, variant, mask, batch, tokens, args, copy_bw)
                     result["records"].append(record)
                     print(json.dumps(record), flush=True)
+                    write(result, args.out)  # after every cell: a run stopped at its time limit keeps what it measured
         if args.capacity_tokens and device.type == "cuda":
             result["capacity"].append(capacity(model, name, mask, args, copy_bw))
+            write(result, args.out)
         del model
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(write(result, args.out))
+
+
+def write(result: dict, out: Path) -> str:
+    """The JSON and its markdown table (returned) as measured so far."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
-    args.out.with_suffix(".md").write_text(table + "\n")
-    print(table)
+    out.with_suffix(".md").write_text(table + "\n")
+    return table
 
 
 if __name__ == "__main__":

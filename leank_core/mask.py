@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 FORMAT_VERSION = "1"
@@ -95,6 +96,10 @@ class LeanKMask:
                 raise ValueError("importance must have the same shape as the mask")
             object.__setattr__(self, "importance", self.importance.detach().to("cpu", torch.float32).contiguous())
         check_window(self.sink, self.recent)
+        if not isinstance(self.align, int) or self.align < 1:
+            raise ValueError(f"align must be a positive integer, got {self.align!r}")
+        if not (isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio <= 1.0):  # NaN fails too
+            raise ValueError(f"ratio must be a number in [0, 1], got {self.ratio!r}")
         if self.kept.shape[-1] % self.align:
             raise ValueError(f"align={self.align} does not divide head_dim={self.kept.shape[-1]}")
         bad = self.kept_counts() % self.align
@@ -228,21 +233,27 @@ class LeanKMask:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "LeanKMask":
+        """Parse a mask file's bytes; any malformed input (truncated, wrong tensors or metadata)
+        is one ValueError, since the bytes may come from anywhere."""
         meta = _read_metadata(data)
         if meta.get("format") != "leank-mask":
             raise ValueError("not a LeanK mask file (missing format=leank-mask metadata)")
-        tensors = load(data)
-        return cls(
-            kept=tensors["mask"].bool(),
-            importance=tensors.get("importance"),
-            sink=int(meta["sink"]),
-            recent=int(meta["recent"]),
-            align=int(meta["align"]),
-            ratio=float(meta["ratio"]),
-            model_id=meta.get("model_id", ""),
-            model_hash=meta.get("model_hash", ""),
-            extra=json.loads(meta.get("extra", "{}")),
-        )
+        try:
+            tensors = load(data)
+        except SafetensorError as e:
+            raise ValueError(f"corrupt or truncated safetensors data ({e})") from None
+        if "mask" not in tensors or set(tensors) - {"mask", "importance"}:
+            raise ValueError(f"a mask file holds 'mask' (and optionally 'importance'), not {sorted(tensors)}")
+        try:
+            extra = json.loads(meta.get("extra", "{}"))
+            fields = dict(sink=int(meta["sink"]), recent=int(meta["recent"]), align=int(meta["align"]),
+                          ratio=float(meta["ratio"]))
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"mask metadata is incomplete or malformed ({type(e).__name__}: {e})") from None
+        if not isinstance(extra, dict):
+            raise ValueError("mask metadata 'extra' must be a JSON object")
+        return cls(kept=tensors["mask"].bool(), importance=tensors.get("importance"), extra=extra,
+                   model_id=meta.get("model_id", ""), model_hash=meta.get("model_hash", ""), **fields)
 
     @classmethod
     def load(cls, path: str | Path) -> "LeanKMask":
@@ -280,7 +291,12 @@ def _read_metadata(data: bytes) -> dict[str, str]:
         header = json.loads(data[8 : 8 + n])
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError("corrupt safetensors header") from None
-    return header.get("__metadata__", {}) or {}
+    if not isinstance(header, dict):
+        raise ValueError("corrupt safetensors header")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError("corrupt safetensors header (no string metadata)")
+    return meta
 
 
 def _largest_common_pow2(counts: torch.Tensor, head_dim: int) -> int:

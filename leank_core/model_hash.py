@@ -5,14 +5,27 @@ What the digest covers (and nothing else):
 * the architecture fields that decide attention shapes and positions (``ARCH_FIELDS``
   below, read from the text config; missing fields hash as null);
 * every parameter, in sorted name order (tied parameters once, under their first name):
-  its name, its shape, and its values rounded to bfloat16 (integer and bool tensors: their
+  its name, its shape, and its values in canonical form (integer and bool tensors: their
   own bytes).
 
-Why bfloat16: the same checkpoint is trained on in bf16 on a GPU and served or validated in
-fp32 on a CPU (or the other way round); a bf16 value upcast to fp32 and an fp32 value cast to
-bf16 round to the same bf16 bits, so every load of one checkpoint hashes the same. A real
-weight change (any fine-tune) flips many bf16 values; only edits below bf16 resolution in
-every weight would go unseen.
+The canonical form of a float is ``bf16(fp16(bf16(x)))``: round to bfloat16, then to float16
+(subnormals and overflow to ±inf included), then back to bfloat16. Why: the same checkpoint
+is loaded in different dtypes (bf16 on a GPU, fp32 on a CPU, fp16 on older GPUs), and every
+load of one checkpoint must hash the same. With this form
+
+* a checkpoint **stored in bf16 or fp16** (nearly every released LLM) hashes the same loaded
+  in fp16, bf16, fp32 or fp64: the loads differ only where fp16 cannot hold a bf16 value
+  (magnitudes below 2^-14, which fp16 keeps as subnormals, and above 65504, which become
+  ±inf), and the form rounds every load to exactly what fp16 keeps of the value;
+* a checkpoint **stored in fp32** (and a dequantised GGUF) hashes the same loaded in bf16,
+  fp32 or fp64, but an fp16 load of it hashes differently: fp32→fp16→bf16 double rounding
+  differs from fp32→bf16 for a few percent of the values. No per-value form can fix that:
+  values just above and just below a bf16 midpoint round apart in bf16 but together in
+  fp16, so a form equal on both kinds of load would have to merge neighbouring bf16 values
+  and, chained, nearly everything. Load such checkpoints in bf16 or fp32.
+
+A real weight change (any fine-tune) flips many canonical values; only edits below bf16
+resolution in every weight (or among tiny / huge values fp16 cannot tell apart) go unseen.
 
 Not covered: buffers (e.g. RoPE ``inv_freq``, derived from the config), the dtype the
 model happened to be loaded in, the device, the attention implementation, tokenizer files.
@@ -35,7 +48,7 @@ import torch
 
 from leank_core.compat import text_config
 
-HASH_VERSION = "leank-model-hash-v2"
+HASH_VERSION = "leank-model-hash-v3"
 CHUNK_ELEMS = 1 << 24  # 64 MiB of float32 per chunk
 IN_FLIGHT = 8  # tensors hashed concurrently (and held) at once
 
@@ -105,8 +118,8 @@ def _tensor_digest(name: str, t: torch.Tensor) -> bytes:
     flat = t.detach().reshape(-1)
     for start in range(0, flat.numel(), CHUNK_ELEMS):
         chunk = flat[start : start + CHUNK_ELEMS]
-        if chunk.is_floating_point():
-            chunk = chunk.to(torch.bfloat16).view(torch.int16)  # numpy has no bfloat16: hash its bits
+        if chunk.is_floating_point():  # the canonical form (module docstring); numpy has no bf16: hash bits
+            chunk = chunk.to(torch.bfloat16).to(torch.float16).to(torch.bfloat16).view(torch.int16)
         elif chunk.dtype == torch.bool:
             chunk = chunk.to(torch.uint8)
         h.update(chunk.cpu().contiguous().numpy())

@@ -10,7 +10,8 @@ a :class:`UsageError` instead of argparse's usage dump and ``SystemExit``.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,31 @@ import yaml
 
 class UsageError(ValueError):
     """Bad command-line or config-file input (the job exits 2 with this one-line message)."""
+
+
+def finite_float(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                 high_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite float within the bounds (``*_open``: the bound itself is excluded).
+
+    ``float()`` alone accepts ``nan`` and ``inf``, which pass every ``<``/``>`` check downstream
+    (NaN compares false) and silently break what they feed, so every float option uses this.
+    """
+    span = (f"{'(' if low_open else '['}{'-inf' if low is None else f'{low:g}'}, "
+            f"{'inf' if high is None else f'{high:g}'}{')' if high_open else ']'}")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or below or above:
+            raise argparse.ArgumentTypeError(f"must be a finite number in {span}, got {text}")
+        return value
+
+    parse.__name__ = "number"  # argparse names the type in its messages
+    return parse
 
 
 class JobParser(argparse.ArgumentParser):
@@ -74,6 +100,8 @@ def _convert(path: Path, key: Any, value: Any, actions: dict[str, argparse.Actio
 
 
 def _check_item(path: Path, key: Any, value: Any, action: argparse.Action) -> Any:
+    if action.type is None and not isinstance(value, str):  # a plain string option (model, paths, names)
+        raise UsageError(f"config file {path}: {key} must be a string, got {value!r}; quote it in the YAML")
     if action.type is not None:
         try:
             value = action.type(value if isinstance(value, str) else str(value))

@@ -54,10 +54,12 @@ from leank_core.token_copy import token_copy_samples  # noqa: E402
 from leank_core.model_source import ModelSource, presets, resolve_model  # noqa: E402
 from leank_core.mask import LeanKMask  # noqa: E402
 from leank_core.training import TrainConfig  # noqa: E402
-from pipelines.config import JobParser, UsageError  # noqa: E402
+from pipelines.config import JobParser, UsageError, finite_float  # noqa: E402
 from pipelines.train_worker import DTYPES, MASK_FILE, WorkerPlan, train_loop  # noqa: E402
-from pipelines.validate import Target, ValidationFailed, ValidationPlan, plan_from_config, validate  # noqa: E402
-from registry import MaskRef, MaskRegistry, RegistryError, check_model_id  # noqa: E402
+from pipelines.validate import (  # noqa: E402
+    Target, ValidationFailed, ValidationPlan, check_target, exit_code, plan_from_config, validate,
+)
+from registry import MaskRef, MaskRegistry, RegistryError, check_model_id, redact_text, redact_url  # noqa: E402
 
 RUN_FILE = "leank_run.json"
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -89,15 +91,15 @@ def build_parser() -> JobParser:
     m.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                    help="weights and compute dtype (default auto: bfloat16 on GPU workers, float32 on CPU)")
     k = p.add_argument_group("mask and training (docs/design.md §1)")
-    k.add_argument("--ratio", type=float, default=t.ratio, help="fraction of K channels to prune, in (0, 1) (default %(default)s)")
+    k.add_argument("--ratio", type=finite_float(0, 1, low_open=True, high_open=True), default=t.ratio, help="fraction of K channels to prune, in (0, 1) (default %(default)s)")
     k.add_argument("--align", type=int, default=t.align, help="kept channels per head are a multiple of this (default %(default)s)")
     k.add_argument("--sink", type=int, default=t.sink, help="first tokens whose keys stay full (default %(default)s)")
     k.add_argument("--recent", type=int, default=t.recent, help="most recent tokens whose keys stay full (default %(default)s)")
     k.add_argument("--stage1-steps", type=int, default=t.stage1_steps, help="stage-1 steps: continuous α with L1 (default %(default)s)")
     k.add_argument("--stage2-steps", type=int, default=t.stage2_steps, help="stage-2 steps: binary mask, straight-through (default %(default)s)")
-    k.add_argument("--lr", type=float, default=t.lr, help="stage-1 Adam learning rate (default %(default)s)")
-    k.add_argument("--stage2-lr", type=float, default=t.stage2_lr, help="stage-2 Adam learning rate (default %(default)s)")
-    k.add_argument("--l1", type=float, default=t.l1, help="λ, weight of the L1 penalty on α in stage 1 (default %(default)s)")
+    k.add_argument("--lr", type=finite_float(0, low_open=True), default=t.lr, help="stage-1 Adam learning rate (default %(default)s)")
+    k.add_argument("--stage2-lr", type=finite_float(0, low_open=True), default=t.stage2_lr, help="stage-2 Adam learning rate (default %(default)s)")
+    k.add_argument("--l1", type=finite_float(0), default=t.l1, help="λ, weight of the L1 penalty on α in stage 1 (default %(default)s)")
     k.add_argument("--seed", type=int, default=t.seed, help="seed of the data and of the steps' sample draws (default %(default)s)")
     k.add_argument("--batch-size", type=_positive, default=t.batch_size,
                    help="samples per step (their mean loss), split evenly over the workers: a multiple of "
@@ -157,7 +159,7 @@ class Job:
         job = {"model": self.source.path, "gguf_file": self.source.gguf_file, "dtype": self.dtype,
                "num_workers": self.num_workers, "gpus_per_worker": self.gpus_per_worker,
                "zero_stage": self.zero_stage, "checkpoint_every": self.checkpoint_every, "run": self.run.name,
-               "storage_path": self.run.storage_path}
+               "storage_path": redact_url(self.run.storage_path)}
         synthetic = {"synthetic": True} if self.source.synthetic else {}
         return {"training_config": {**self.train.to_dict(), **job}, "data_recipe": self.recipe.to_dict(), **synthetic}
 
@@ -176,7 +178,7 @@ class RunRecord:
         try:
             self.fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
         except (pyarrow.ArrowInvalid, OSError) as e:
-            raise UsageError(f"unsupported --storage-path {storage_path!r}: {e}") from None
+            raise UsageError(f"unsupported --storage-path {redact_url(storage_path)!r}: {redact_text(str(e))}") from None
         self.dir = f"{root.rstrip('/')}/{name}"
 
     def read(self) -> dict[str, Any] | None:
@@ -223,9 +225,12 @@ def plan(argv: list[str]) -> Job:
     if not RUN_NAME.fullmatch(name):
         raise UsageError(f"--name {name!r} is not a plain directory name (letters, digits, '.', '_', '-')")
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.gpus_per_worker else "float32")
-    return Job(source, train, recipe, dtype, args.num_workers, args.gpus_per_worker, args.zero_stage,
-               MaskRegistry(args.registry), RunRecord(args.storage_path, name), args.resume,
-               args.checkpoint_every, args.max_failures, _validation_plan(args.validate, source))
+    job = Job(source, train, recipe, dtype, args.num_workers, args.gpus_per_worker, args.zero_stage,
+              MaskRegistry(args.registry), RunRecord(args.storage_path, name), args.resume,
+              args.checkpoint_every, args.max_failures, _validation_plan(args.validate, source))
+    if job.validation is not None:
+        check_target(job.registry, job.validation)  # signing key, margins, suite: before any worker starts
+    return job
 
 
 def _validation_plan(path: str | None, source: ModelSource) -> ValidationPlan | None:
@@ -347,11 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     candidate = job.registry.pull(ref.model_id, ref.version, allow_unaccepted=True)
     try:
-        report, _ = validate(job.source, candidate, job.validation, Target(job.registry, ref))
-    except (ValidationFailed, RegistryError) as e:
+        _, judgement = validate(job.source, candidate, job.validation, Target(job.registry, ref))
+    except (ValidationFailed, RegistryError, ValueError) as e:
         print(f"leank learn: validation: {e}", file=sys.stderr)
         return 1
-    return 0 if report.passed else 1
+    return exit_code(judgement)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def plot_report(report: Report, path: Path) -> Path:
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("accuracy (points, mean over tasks)")
     ax.set_ylim(-2, 102)
-    ax.set_title(f"{report.model_id}: {'PASS' if report.passed else 'FAIL'}")
+    ax.set_title(f"{report.model_id}: {report.verdict.decision} (look {report.look})")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import html
 import json
 import re
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from .evidence import MISSING, accuracy_table, percent, points, verdict
-from .report import Report
+from .evidence import MISSING, accuracy_table, cell_bounds, percent, points, verdict
 
 if TYPE_CHECKING:
-    from .registry import VersionRecord
+    from .registry import ReportEntry, VersionRecord
 
 
 def model_card(record: VersionRecord) -> str:
@@ -47,11 +47,11 @@ def model_card(record: VersionRecord) -> str:
         ]),
     ]
     if deciding is not None:
-        parts.append(f"## Evaluation (report {deciding[0]}, the one that decided)\n\n" + _evidence(deciding[1]))
-    others = [(n, r) for n, r in record.reports if deciding is None or n != deciding[0]]
+        parts.append(f"## Evaluation (report {deciding.report_id}, the one that decided)\n\n" + _evidence(deciding))
+    others = [e for e in record.reports if deciding is None or e.report_id != deciding.report_id]
     if others:
         parts.append("Later reports (stored beside it; a decision is final):\n\n"
-                     + "\n".join(f"- report {n}: {_cell(verdict(r))}" for n, r in others))
+                     + "\n".join(f"- report {e.report_id}: {_cell(verdict(e))}" for e in others))
     parts += [
         "## How to use\n\n" + _fence("bash", pull_command(m.model_id, m.version)) + "\n\n"
         + _fence("python", python_snippet(m.model_id)),
@@ -67,11 +67,11 @@ def model_card(record: VersionRecord) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def decided_by(record: VersionRecord) -> tuple[int, Report] | None:
-    """The report the version's decision names (None for a candidate)."""
-    if record.decision is None:
+def decided_by(record: VersionRecord) -> ReportEntry | None:
+    """The report the version's decision names, if it is evidence (None for a candidate)."""
+    if record.decision is None or record.status is None:
         return None
-    return next(((n, r) for n, r in record.reports if n == record.decision.report_id), None)
+    return next((e for e in record.reports if e.report_id == record.decision.report_id and e.problem is None), None)
 
 
 def pull_command(model_id: str, version: int | None, registry_url: str | None = None) -> str:
@@ -97,21 +97,26 @@ def _front_matter(model_id: str) -> str:
                       "tags:", "- leank", "- kv-cache", "- long-context", "---"])
 
 
-def _savings(deciding: tuple[int, Report] | None) -> list[list[str]]:
-    memory = deciding[1].memory if deciding else {}
-    return [[f"{kind} bytes saved on middle tokens (report {deciding[0]})", percent(memory[key])]
+def _savings(deciding: ReportEntry | None) -> list[list[str]]:
+    memory = deciding.signed.report.memory if deciding else {}
+    return [[f"{kind} bytes saved on middle tokens (report {deciding.report_id})", percent(memory[key])]
             for kind, key in (("K", "k_saving"), ("V", "v_saving")) if key in memory]
 
 
-def _evidence(report: Report) -> str:
+def _evidence(entry: ReportEntry) -> str:
+    report = entry.signed.report
     table = accuracy_table(report)
+    bounds = cell_bounds(entry)
     rows = [[_cell(r.task), MISSING if r.length is None else str(r.length),
-             *(_cell(points(r.values[run])) for run in table.runs), points(r.delta, signed=True)]
+             *(_cell(points(r.values[run])) for run in table.runs), points(r.delta, signed=True),
+             points(bounds[r.key].upper) if r.key in bounds else MISSING]
             for r in table.rows]
-    rows.append(["**mean**", "", *(_cell(points(table.means.get(run))) for run in table.runs), ""])
-    gate = ", ".join(f"{_cell(k)} {_cell(v)}" for k, v in report.gate.items())
-    return (_table(["task", "length", *map(_cell, table.runs), "masked − full"], rows)
-            + f"\n\nAccuracy in points (0–100). Gate ({gate}): {_cell(verdict(report))}.")
+    mean_bound = points(entry.verdict.mean.upper) if entry.verdict is not None else MISSING
+    rows.append(["**mean**", "", *(_cell(points(table.means.get(run))) for run in table.runs), "", mean_bound])
+    gate = ", ".join(f"{_cell(k)} {_cell(v)}" for k, v in asdict(report.gate).items())
+    return (_table(["task", "length", *map(_cell, table.runs), "masked − full", "drop ≤ (upper bound)"], rows)
+            + f"\n\nAccuracy in points (0–100). Gate the report was signed with ({gate}); the registry's verdict "
+              f"under its policy: {_cell(verdict(entry))}.")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

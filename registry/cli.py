@@ -1,33 +1,48 @@
-"""``leank registry list|show|pull|push|import-reference|site|serve``.
+"""``leank registry list|show|pull|push|import-reference|site|serve|keygen|policy|gc``.
 
 There is deliberately no command that accepts a mask: only ``leank validate`` does, through
-a passing report. Exit codes: 2 for bad input, 1 for registry or integrity failures.
+a report signed by a key the registry's policy trusts (docs/trust.md). ``policy set`` and
+``gc`` are the owner's commands. Exit codes: 2 for bad input, 1 for registry or integrity failures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from leank_core.mask import LeanKMask
 
 from .errors import RegistryError
+from .gc import DEFAULT_GRACE, collect_garbage
 from .ids import parse_ref
+from .policy import Policy
 from .registry import MaskRegistry
+from .signing import SIGNING_KEY_ENV, check_public_key, default_key_path, generate_key, pins_path
 from .site import render_site, serve_registry
 
 
 _REGISTRY_HELP = "local directory or s3://bucket/prefix (default: embedded store, $LEANK_REGISTRY)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="leank registry", description="Publish, inspect and fetch LeanK masks; only a passing validation report (leank validate) accepts one.")
+    p = _Parser(prog="leank registry", description="Publish, inspect and fetch LeanK masks; only a passing validation report (leank validate) accepts one.")
     p.add_argument("--registry", default=None, help=_REGISTRY_HELP)
     # Also accepted after the subcommand; SUPPRESS keeps an absent one from hiding the first.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--registry", default=argparse.SUPPRESS, help=_REGISTRY_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -59,6 +74,33 @@ def build_parser() -> argparse.ArgumentParser:
                           "recent 768; their training used 1024 for Llama)")
     imp.add_argument("--align", type=int, default=None, help="default: inferred from the kept counts")
 
+    keygen = sub.add_parser("keygen", help="make a report-signing key pair for a validator (prints the public key)")
+    keygen.add_argument("--out", type=Path, default=None,
+                        help=f"private key file, created 0600, never overwritten (default {default_key_path()}; "
+                             f"validators read ${SIGNING_KEY_ENV} or that path)")
+
+    policy = sub.add_parser("policy", parents=[common], help="show or set the registry's acceptance policy (owner)")
+    psub = policy.add_subparsers(dest="policy_command", required=True)
+    psub.add_parser("show", parents=[common], help="the policy in force (defaults if none was set), as JSON")
+    pset = psub.add_parser("set", parents=[common], help="store a new policy: the current one with these changes")
+    pset.add_argument("--max-mean-drop", type=float, help="gate: allowed drop of mean accuracy (points, 0-100; the "
+                      "upper confidence bound of the drop must be within it)")
+    pset.add_argument("--max-cell-drop", type=float, help="gate: allowed drop of any task x length cell (points, 0-100)")
+    pset.add_argument("--confidence", type=float, help="gate: confidence of each decision over all looks (0.5-1)")
+    pset.add_argument("--looks", type=int, help="gate: most looks of a sequential validation (samples double per look)")
+    pset.add_argument("--tasks", nargs="*", help="tasks every report must cover (none: any)")
+    pset.add_argument("--lengths", type=int, nargs="*", help="context lengths every report must cover (none: any)")
+    pset.add_argument("--min-samples", type=int, help="paired samples every task x length cell needs")
+    pset.add_argument("--trust-key", action="append", default=[], metavar="KEY",
+                      help="trust reports signed by this public key (ed25519:…; repeatable)")
+    pset.add_argument("--untrust-key", action="append", default=[], metavar="KEY",
+                      help="stop trusting this key: every acceptance it signed is withdrawn (repeatable)")
+
+    gc = sub.add_parser("gc", parents=[common],
+                        help="remove temp files and unreferenced mask objects older than a grace period")
+    gc.add_argument("--grace-hours", type=_hours, default=DEFAULT_GRACE.total_seconds() / 3600,
+                    help="keep anything younger: pushes in flight (default %(default)s)")
+
     site = sub.add_parser("site", parents=[common], help="render a static HTML site of every model, version and its evidence")
     site.add_argument("--out", type=Path, required=True, help="folder to write (replaced whole if an earlier site)")
 
@@ -67,9 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of hours >= 0, got {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> str:
     """Do the command; return what to print."""
+    if args.command == "keygen":
+        signer = generate_key(args.out or default_key_path())
+        return (f"wrote private key {signer.source} (keep it secret; validators read ${SIGNING_KEY_ENV} or the default path)\n"
+                f"public key: {signer.public_key}\n"
+                f"trust it: leank registry --registry URL policy set --trust-key {signer.public_key}\n"
+                f"pin it (readers): add it to {pins_path()}")
     registry = MaskRegistry(args.registry)
+    if args.command == "policy":
+        policy = registry.policy() if args.policy_command == "show" else registry.update_policy(_policy_change(args))
+        return json.dumps(policy.to_dict(), indent=2, sort_keys=True)
+    if args.command == "gc":
+        return collect_garbage(registry.store, timedelta(hours=args.grace_hours)).summary()
     if args.command == "list":
         rows = [r.to_dict() for r in registry.list(args.model_id)]
         if args.json:
@@ -96,6 +159,30 @@ def run(args: argparse.Namespace) -> str:
     mask = LeanKMask.from_reference_file(args.path, sink=args.sink, recent=args.recent, align=args.align,
                                          model_id=args.model_id, model_hash=args.model_hash)
     return f"imported {registry.push(mask, {'source': str(args.path)})} (candidate)"
+
+
+def _policy_change(args: argparse.Namespace):
+    """The ``policy set`` flags as a function of the current policy (re-applied if a concurrent set wins)."""
+    gate = {k: v for k, v in (("mean_margin", args.max_mean_drop), ("cell_margin", args.max_cell_drop),
+                              ("confidence", args.confidence), ("looks", args.looks)) if v is not None}
+    suite = {k: v for k, v in (("tasks", args.tasks), ("lengths", args.lengths), ("min_samples", args.min_samples))
+             if v is not None}
+    if args.tasks:
+        from leank_core.tasks import TASKS  # only here: it pulls in the task builders
+
+        unknown = sorted(set(args.tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown tasks {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    trust = [check_public_key(k) for k in args.trust_key]
+    untrust = {check_public_key(k) for k in args.untrust_key}
+    if not (gate or suite or trust or untrust):
+        raise ValueError("nothing to change; give a gate margin, suite or key option (see --help)")
+
+    def change(current: Policy) -> Policy:
+        return Policy(replace(current.gate, **gate), replace(current.suite, **suite),
+                      tuple(k for k in (*current.trusted_keys, *trust) if k not in untrust))
+
+    return change
 
 
 def _list_line(model_id: str, r: dict) -> str:

@@ -1,7 +1,8 @@
 """A validation report as people read it: one row per task × length, one column per run, the
-verdict in a line. The registry site and the model card both show exactly this.
+registry's verdict in a line. The registry site and the model card both show exactly this.
 
-Reports are read back through a parser that checks their top-level fields only, so the values
+A report in the store may be no evidence at all (unsigned, signed by an unknown key, copied;
+see docs/trust.md) and its tables are checked for their top-level types only, so the values
 inside may be any JSON: whatever is not a finite number is shown as text, never computed with.
 """
 
@@ -10,9 +11,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .gate import Estimate
 from .report import Report
+
+if TYPE_CHECKING:
+    from .registry import ReportEntry
 
 RUN_ORDER = ("full", "masked", "random")  # the runs validate writes, in reading order; others follow
 MISSING = "–"
@@ -83,13 +88,27 @@ def accuracy_table(report: Report) -> AccuracyTable:
     return AccuracyTable(runs, rows, dict(report.mean))
 
 
+def cell_bounds(entry: ReportEntry) -> dict[str, Estimate]:
+    """The registry's per-cell estimates (drop and its one-sided bounds), by ``task@length``."""
+    return {} if entry.verdict is None else {f"{c.task}@{c.length}": c for c in entry.verdict.cells}
+
+
 def _cell_order(key: str) -> tuple[str, int, str]:
     task, _, length = key.rpartition("@")
     return (task, int(length), key) if length.isdigit() and task else (key, -1, key)
 
 
-def verdict(report: Report) -> str:
-    """``PASS`` or ``FAIL: reasons``, then the mean accuracy of every run, in one line."""
-    means = ", ".join(f"{run} {points(value)}" for run, value in report.mean.items())
-    head = "PASS" if report.passed else "FAIL: " + "; ".join(str(r) for r in report.reasons)
+def verdict(entry: ReportEntry) -> str:
+    """The registry's verdict on the report under its policy today (``ACCEPTED``, ``REJECTED: reasons``
+    or ``UNDECIDED: reasons``, with the mean drop's upper bound), or why the report is no evidence;
+    then the mean accuracy of every run, in one line."""
+    if entry.verdict is None:
+        head = f"not evidence: {entry.problem}"
+    else:
+        v = entry.verdict
+        bound = MISSING if v.mean.upper is None else f"{v.mean.upper:.2f}"
+        head = f"{v.decision.upper()} (mean drop {v.mean.drop:+.2f} points, upper bound {bound})"
+        head += "" if v.accepted else ": " + "; ".join(v.reasons)
+    mean = entry.signed.report.mean if entry.signed is not None else {}
+    means = ", ".join(f"{run} {points(value)}" for run, value in mean.items())
     return f"{head} (mean {means})" if means else head

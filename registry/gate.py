@@ -25,7 +25,7 @@ import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -215,6 +215,18 @@ class GatePolicy:
         each look spends half of what is left, the last look all of it."""
         total = 1.0 - self.confidence
         return total / 2**look if look < self.looks else total / 2 ** (self.looks - 1)
+
+    def strictest(self, other: "GatePolicy") -> "GatePolicy":
+        """What holds when both must pass: the smaller margins and the higher confidence (this
+        policy's looks and power: the plan belongs to whoever owns the policy)."""
+        return replace(self, mean_margin=min(self.mean_margin, other.mean_margin),
+                       cell_margin=min(self.cell_margin, other.cell_margin),
+                       confidence=max(self.confidence, other.confidence))
+
+    def looser_than(self, other: "GatePolicy") -> list[str]:
+        """The fields in which this policy lets more through than ``other``."""
+        looser = [name for name in ("mean_margin", "cell_margin") if getattr(self, name) > getattr(other, name)]
+        return looser + (["confidence"] if self.confidence < other.confidence else [])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,6 +8,7 @@ a damaged or hand-written file is one :class:`DamagedRecord` with a one-line rea
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import Enum
@@ -31,12 +32,18 @@ class DamagedRecord(RegistryError):
 def parse_json_object(data: bytes, where: str) -> dict[str, Any]:
     """A JSON object (dict) from stored bytes, or DamagedRecord saying what is wrong with it."""
     try:
-        value = json.loads(data)
+        value = json.loads(data, parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise DamagedRecord(f"{where} is not valid JSON") from None
+    except ValueError as e:
+        raise DamagedRecord(f"{where}: {e}") from None
     if not isinstance(value, dict):
         raise DamagedRecord(f"{where} is {type(value).__name__}, not a JSON object")
     return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def dump_json(obj: dict[str, Any]) -> bytes:
@@ -89,6 +96,10 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(self.to_json())
+
+    def sha256(self) -> str:
+        """Digest of the manifest's canonical bytes: what a signed report binds it by."""
+        return hashlib.sha256(self.to_json()).hexdigest()
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "Manifest":

@@ -3,17 +3,31 @@
 Three operations are enough to build an append-only registry: create an object only if
 its key is free (the sole write, so nothing is ever overwritten), read one, and list keys
 under a prefix. Every write is all-or-nothing: a reader sees the whole object or none.
+Garbage collection (``registry/gc.py``) alone also needs object ages, deletion and the
+removal of a dead writer's temp files (:class:`Sweepable`).
+
+S3 requests are bounded: connect within :data:`S3_CONNECT_TIMEOUT_S`, each read within
+:data:`S3_READ_TIMEOUT_S`, at most :data:`S3_ATTEMPTS` tries in all, so an endpoint that
+accepts and never answers fails in about ``S3_ATTEMPTS × S3_READ_TIMEOUT_S`` seconds plus
+botocore's short backoff. URLs in messages are shown without credentials (``registry/urls.py``).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
 from .errors import RegistryError
+from .urls import has_credentials, redact_text, redact_url
+
+S3_CONNECT_TIMEOUT_S = 3
+S3_READ_TIMEOUT_S = 5
+S3_ATTEMPTS = 2  # tries per request, the first included
+_TEMP_SUFFIX = ".tmp"
 
 # Refused S3 requests that mean "your credentials are not good enough here".
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
@@ -37,6 +51,19 @@ class ObjectStore(Protocol):
         """All keys starting with ``prefix`` (a folder-like prefix ending in '/'; '' lists every key)."""
 
 
+class Sweepable(ObjectStore, Protocol):
+    """A store garbage collection can work on: object ages, deletion, dead writers' temp files."""
+
+    def list_modified(self, prefix: str) -> list[tuple[str, datetime]]:
+        """Every key under ``prefix`` ('' = the whole store) with the time it was written (UTC)."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error if it is already gone)."""
+
+    def sweep_temp(self, before: datetime) -> list[str]:
+        """Remove temp files of writers that died before ``before``; return what was removed."""
+
+
 def _check_key(key: str) -> str:
     parts = key.split("/")
     if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -58,7 +85,7 @@ class LocalStore:
         path = self.root / _check_key(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TEMP_SUFFIX}")
             with open(tmp, "xb") as f:
                 f.write(data)
                 f.flush()
@@ -82,22 +109,40 @@ class LocalStore:
             raise RegistryError(f"cannot read registry {self.root}: {e.strerror}; check the path and permissions") from None
 
     def list(self, prefix: str) -> list[str]:
+        return [key for key, _ in self._files(prefix)]
+
+    def list_modified(self, prefix: str) -> list[tuple[str, datetime]]:
+        return [(key, datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)) for key, path in self._files(prefix)]
+
+    def delete(self, key: str) -> None:
+        (self.root / _check_key(key)).unlink(missing_ok=True)
+
+    def sweep_temp(self, before: datetime) -> list[str]:
+        removed = []
+        for path in sorted(self.root.rglob(f".*{_TEMP_SUFFIX}")) if self.root.is_dir() else []:
+            try:
+                if path.is_file() and datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) < before:
+                    path.unlink()
+                    removed.append(path.relative_to(self.root).as_posix())
+            except FileNotFoundError:
+                pass  # its writer finished (and removed it) meanwhile
+        return removed
+
+    def _files(self, prefix: str) -> list[tuple[str, Path]]:
         base = self.root / _check_key(prefix.rstrip("/")) if prefix else self.root
         if not base.is_dir():
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".tmp")
-        )
+        return sorted((p.relative_to(self.root).as_posix(), p) for p in base.rglob("*")
+                      if p.is_file() and not p.name.endswith(_TEMP_SUFFIX))
 
 
 class S3Store:
     """``s3://bucket/prefix`` through boto3's normal credential chain and endpoint settings
     (``AWS_ENDPOINT_URL`` for MinIO, Ceph, ...). Conditional create is ``If-None-Match: *``.
 
-    Timeouts are short and retries few so that an unreachable endpoint fails in seconds
-    instead of hanging a CLI call; every botocore error becomes a one-line RegistryError.
+    Timeouts are short and tries few (module docstring) so that an unreachable or silent
+    endpoint fails in seconds instead of hanging a CLI call; every botocore error becomes a
+    one-line RegistryError.
     """
 
     def __init__(self, bucket: str, prefix: str = "") -> None:
@@ -109,7 +154,8 @@ class S3Store:
         self.url = f"s3://{bucket}/{self.prefix}"
         from botocore import exceptions as bx
 
-        config = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
+        config = Config(connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_READ_TIMEOUT_S,
+                        retries={"total_max_attempts": S3_ATTEMPTS, "mode": "standard"})
         try:
             # A private session per store: the default session is not thread safe.
             self.client = boto3.session.Session().client("s3", config=config)
@@ -118,7 +164,7 @@ class S3Store:
         except bx.BotoCoreError as e:
             raise RegistryError(f"cannot set up an S3 client for {self.url}: {e}; check the AWS settings") from None
         except ValueError as e:  # botocore's answer to a malformed endpoint
-            raise ValueError(f"{e}; set AWS_ENDPOINT_URL to http(s)://host[:port] or unset it") from None
+            raise ValueError(f"{redact_text(str(e))}; set AWS_ENDPOINT_URL to http(s)://host[:port] or unset it") from None
 
     def create(self, key: str, data: bytes) -> bool:
         for _ in range(5):
@@ -133,14 +179,23 @@ class S3Store:
         return None if isinstance(answer, str) else answer["Body"].read()
 
     def list(self, prefix: str) -> list[str]:
-        keys, token = [], {}
+        return [key for key, _ in self.list_modified(prefix)]
+
+    def list_modified(self, prefix: str) -> list[tuple[str, datetime]]:
+        found, token = [], {}
+        full = self.prefix + (_check_key(prefix.rstrip("/")) + "/" if prefix else "")
         while True:
-            page = self._call("list_objects_v2", prefix, set(),
-                              Prefix=self.prefix + (_check_key(prefix.rstrip("/")) + "/" if prefix else ""), **token)
-            keys += [o["Key"][len(self.prefix):] for o in page.get("Contents", [])]
+            page = self._call("list_objects_v2", prefix, set(), Prefix=full, **token)
+            found += [(o["Key"][len(self.prefix):], o["LastModified"]) for o in page.get("Contents", [])]
             if not page.get("IsTruncated"):
-                return sorted(keys)
+                return sorted(found)
             token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def delete(self, key: str) -> None:
+        self._call("delete_object", key, set(), Key=self.prefix + _check_key(key))
+
+    def sweep_temp(self, before: datetime) -> list[str]:
+        return []  # a PUT is atomic and single-part: S3 holds no temp objects of ours
 
     def _call(self, operation: str, key: str, expected: set[str], **kwargs) -> dict | str:
         """One S3 request: its response, or the error code if it is one of ``expected``
@@ -148,7 +203,7 @@ class S3Store:
         else becomes a one-line RegistryError."""
         from botocore import exceptions as bx
 
-        endpoint = self.client.meta.endpoint_url
+        endpoint = redact_url(self.client.meta.endpoint_url)
         try:
             return getattr(self.client, operation)(Bucket=self.bucket, **kwargs)
         except bx.ClientError as e:
@@ -163,13 +218,14 @@ class S3Store:
             ) from None
         except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError, bx.ReadTimeoutError) as e:
             raise RegistryError(
-                f"cannot reach S3 endpoint {endpoint} ({type(e).__name__}); check AWS_ENDPOINT_URL and the network"
+                f"cannot reach S3 endpoint {endpoint} ({type(e).__name__} after {S3_ATTEMPTS} tries); check "
+                "AWS_ENDPOINT_URL and the network"
             ) from None
         except bx.BotoCoreError as e:
-            raise RegistryError(f"S3 request to {self.url} failed: {e}") from None
+            raise RegistryError(f"S3 request to {self.url} failed: {redact_text(str(e))}") from None
 
     def _client_error(self, code: str, message: str, key: str) -> RegistryError:
-        endpoint = self.client.meta.endpoint_url
+        endpoint = redact_url(self.client.meta.endpoint_url)
         if code == "NoSuchBucket":
             return RegistryError(f"S3 bucket '{self.bucket}' does not exist at {endpoint}; create it or fix the registry URL")
         if code in _AUTH_CODES:
@@ -179,6 +235,9 @@ class S3Store:
 
 def open_store(url: str) -> ObjectStore:
     """``s3://bucket[/prefix]`` → S3Store; anything else is a local directory path."""
+    if "://" in url and has_credentials(url):
+        raise ValueError(f"registry URL {redact_url(url)!r} carries credentials; remove them and use "
+                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role")
     if url.startswith("s3://"):
         parsed = urlparse(url)
         if not parsed.netloc:

@@ -8,14 +8,14 @@
 #   scripts/device_engine.sh full [MODEL...]  benchmarks/decode_e2e.py, all variants and cells, capacity figure
 #                                             (both models unless named: llama-3.1-8b qwen2.5-7b)          ~8 min
 #
-# tests/leank_core/tasks needs `datasets`, which the machine lacks: scripts/stage_engine_wheels.sh puts it (and its
-# three small dependencies) in .carry/engine-wheels; carry that folder and it is unpacked here. Without it those
-# CPU-only data-generation tests are left out, and pytest.log says so.
+# tests/leank_core/tasks needs `datasets`, which the machine lacks: carry .carry/deps (made here by
+# `bash scripts/stage_device.sh download`) and it is installed first. Without it those CPU-only
+# data-generation tests are left out, and pytest.log says so.
 set -uo pipefail
 mode=${1:-smoke}
 shift || true
 OUT=${OUT:?OUT must name the results folder}
-SITE=/tmp/engine-site
+SITE=/tmp/site
 export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 status=0
 
@@ -32,13 +32,11 @@ run() {
 case $mode in
   smoke)
     nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv | tee "$OUT/gpu.txt"
-    if [ -d .carry/engine-wheels ]; then
-      mkdir -p $SITE && for w in .carry/engine-wheels/*.whl; do python3 -m zipfile -e "$w" $SITE; done
-    fi
+    [ -d .carry/deps ] && bash scripts/stage_device.sh install
     ignore=()
     if ! python3 -c "import datasets" 2>/dev/null; then
       ignore=(--ignore=tests/leank_core/tasks)
-      echo "datasets is not importable here (carry .carry/engine-wheels to include them): tests/leank_core/tasks left out" | tee "$OUT/pytest_note.txt"
+      echo "datasets is not importable here (carry .carry/deps to include them): tests/leank_core/tasks left out" | tee "$OUT/pytest_note.txt"
     fi
     run pytest.log python3 -m pytest -q -ra tests/leank_core ${ignore[@]+"${ignore[@]}"} --durations=20
     run decode_e2e_smoke.log python3 benchmarks/decode_e2e.py --out "$OUT/decode_e2e_smoke.json" \

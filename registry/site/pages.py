@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from leank_core.mask import LeanKMask
 
 from ..card import decided_by, pull_command, python_snippet
-from ..evidence import MISSING, accuracy_table, percent, points, verdict
-from ..registry import VersionRecord
-from ..report import Report
+from ..evidence import MISSING, accuracy_table, cell_bounds, percent, points, verdict
+from ..registry import ReportEntry, VersionRecord
 from .charts import KEPT, VIRIDIS, accuracy_chart, heatmap_figure
 from .html import Html, el
 
 CSP = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'"
-KNOWN_REPORT_FIELDS = {"format", "model_id", "model_hash", "mask_sha256", "accuracy", "mean", "deltas", "passed",
-                       "reasons", "gate", "memory", "tokens_per_s", "settings"}
-KNOWN_RECORD_FIELDS = {"ref", "manifest", "status", "decision", "reports"}
+KNOWN_REPORT_FIELDS = {"format", "model_id", "version", "model_hash", "mask_sha256", "manifest_sha256", "pairs",
+                       "accuracy", "mean", "deltas", "look", "verdict", "gate", "memory", "tokens_per_s", "settings"}
+KNOWN_RECORD_FIELDS = {"ref", "manifest", "status", "problem", "decision", "reports"}
 EVIDENCE_HEADING = {"accepted": "Why it was accepted", "rejected": "Why it was rejected",
                     "candidate": "Evidence (not judged yet)"}
 PROVENANCE_FIRST = ("training_config", "data_recipe", "training_metrics", "source")
@@ -131,7 +130,8 @@ def page(title: str, depth: int, registry_url: str | None, body: list[Html]) -> 
     top = el("header", el("a", "LeanK mask registry", href=f"{root}index.html"),
              el("span", registry_url or "a local registry", class_="where"), class_="top")
     foot = el("footer", "Static pages rendered by leank registry site. Every number comes from the stored "
-                        "validation reports; a version is accepted only by a passing report of its exact mask bytes.")
+                        "validation reports; a version is accepted only on a report of its exact mask bytes, "
+                        "signed by a trusted validator, that passes the registry's policy.")
     return "<!DOCTYPE html>\n" + el("html", head, el("body", top, el("main", *body), foot), lang="en") + "\n"
 
 
@@ -166,7 +166,7 @@ def _version_row(model_id: str, v: VersionView) -> Html:
               el("td", percent(m.k_fraction_kept), class_="num"),
               el("td", MISSING if v.mask is None else percent(v.mask.v_fraction_kept), class_="num"),
               _date_cell(m.created), _date_cell(r.decision.decided) if r.decision else el("td", MISSING),
-              el("td", _verdict(deciding[1]) if deciding else "not judged yet", class_="why"),
+              el("td", _verdict(deciding) if deciding else "not judged yet", class_="why"),
               data_version=v.version, data_status=v.status)
 
 
@@ -174,9 +174,12 @@ def _date_cell(stamp: str) -> Html:
     return el("td", stamp[:10], title=stamp, class_="date")  # ISO day; the whole stamp on hover
 
 
-def _verdict(report: Report) -> Html:
-    return el("span", verdict(report), class_="verdict pass" if report.passed else "verdict fail",
-              data_passed=str(report.passed).lower())
+def _verdict(entry: ReportEntry) -> Html:
+    """The registry's verdict on a report (or why it is no evidence), styled by it."""
+    decision = entry.verdict.decision if entry.verdict is not None else "none"
+    kind = {"accepted": "pass", "rejected": "fail", "undecided": "undecided", "none": "none"}[decision]
+    return el("span", verdict(entry), class_=f"verdict {kind}", data_passed=str(entry.passed).lower(),
+              data_decision=decision)
 
 
 def _snippets(model_id: str, version: int | None, registry_url: str | None) -> list[Html]:
@@ -208,44 +211,58 @@ def _facts(record: VersionRecord, mask: LeanKMask | None) -> Html:
 
 
 def _evidence(record: VersionRecord) -> list[Html]:
-    """Every report, the deciding one first and open; later ones folded (``<details>``, no script)."""
+    """Every report, the deciding one first and open; later ones and reports that are no evidence folded
+    (``<details>``, no script)."""
     if not record.reports:
         return [el("p", "No validation report yet: run leank validate on this version.")]
     deciding = decided_by(record)
-    ordered = sorted(record.reports, key=lambda nr: (deciding is None or nr[0] != deciding[0], nr[0]))
+    ordered = sorted(record.reports, key=lambda e: (deciding is None or e.report_id != deciding.report_id,
+                                                    e.report_id))
     out: list[Html] = []
-    for number, report in ordered:
-        decided = deciding is not None and number == deciding[0]
-        role = ("decided this version" if decided else
+    for entry in ordered:
+        number = entry.report_id
+        decided = deciding is not None and number == deciding.report_id
+        role = ("decided this version" if decided else "not evidence" if entry.problem else
                 "stored after the decision (decisions are final)" if deciding else "")
-        body = [*_report_body(report), el("p", el("a", f"report-{number}.json", href=f"report-{number}.json"),
-                                           class_="hint")]
-        summary = el("summary", el("strong", f"Report {number}"), f" — {role}: " if role else ": ", _verdict(report))
+        body = [] if entry.signed is None else [
+            *_report_body(entry), el("p", el("a", f"report-{number}.json", href=f"report-{number}.json"), class_="hint")]
+        summary = el("summary", el("strong", f"Report {number}"), f" — {role}: " if role else ": ", _verdict(entry))
         out.append(el("details", summary, *body, class_="card report", data_report=number,
-                      open="open" if decided or deciding is None else None))
+                      open="open" if decided or (deciding is None and not entry.problem) else None))
     return out
 
 
-def _report_body(report: Report) -> list[Html]:
+def _report_body(entry: ReportEntry) -> list[Html]:
+    report = entry.signed.report
     table = accuracy_table(report)
-    max_drop = report.gate.get("max_cell_drop")
-    limit = None if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) else -float(max_drop)
+    limit = -report.gate.cell_margin
+    bounds = cell_bounds(entry)
     rows = []
     for row in table.rows:
-        drop = row.delta is not None and limit is not None and row.delta < limit
+        drop = row.delta is not None and row.delta < limit
+        bound = bounds.get(row.key)
         rows.append(el("tr", el("td", row.task), el("td", MISSING if row.length is None else row.length, class_="num"),
                        *(el("td", points(row.values[run]), class_="num", data_run=run) for run in table.runs),
                        el("td", points(row.delta, signed=True), class_="num drop" if drop else "num"),
+                       el("td", MISSING if bound is None else points(bound.upper), class_="num", data_bound="upper"),
+                       el("td", MISSING if bound is None else str(bound.n), class_="num"),
                        data_cell=row.key))
+    mean_bound = entry.verdict.mean.upper if entry.verdict is not None else None
     mean = el("tr", el("td", "mean", colspan=2),
               *(el("td", points(table.means.get(run)), class_="num", data_run=run) for run in table.runs),
-              el("td", MISSING, class_="num"), class_="mean")
+              el("td", MISSING, class_="num"), el("td", points(mean_bound), class_="num", data_bound="upper"),
+              el("td", str(len(report.pairs)), class_="num"), class_="mean")
     header = el("tr", el("th", "task"), el("th", "length", class_="num"),
-                *(el("th", run, class_="num") for run in table.runs), el("th", "masked − full", class_="num"))
+                *(el("th", run, class_="num") for run in table.runs), el("th", "masked − full", class_="num"),
+                el("th", "drop ≤ (upper bound)", class_="num"), el("th", "samples", class_="num"))
     chart = accuracy_chart(table)
-    facts = [("gate (points)", report.gate), ("reasons", report.reasons or "none"),
+    facts = [("signed by", entry.signed.key), ("gate it was signed with", asdict(report.gate)),
+             ("look of the sequential plan", report.look),
+             ("learned vs random", MISSING if entry.verdict is None or entry.verdict.baseline is None
+              else asdict(entry.verdict.baseline)),
+             ("registry's reasons", list(entry.reasons) or ("none" if entry.passed else entry.problem or "none")),
+             ("judged", f"{report.model_id}@{report.version} (model hash {report.model_hash})"),
              ("cache memory", report.memory), ("tokens per second", report.tokens_per_s),
-             ("judged model", f"{report.model_id} (hash {report.model_hash})"),
              ("settings", report.settings)]
     facts += sorted((k, v) for k, v in report.to_dict().items() if k not in KNOWN_REPORT_FIELDS)
     return [el("table", header, *rows, mean, class_="evidence"),

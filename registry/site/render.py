@@ -5,7 +5,7 @@ Layout (every link relative, so the folder works from disk, any static server or
     index.html, site.css                        the model ids
     models/{org}/{name}/index.html              one model id: its versions
     models/{org}/{name}/{N}/index.html          one version: facts, evidence, heatmaps, provenance
-    models/{org}/{name}/{N}/kept.png, importance.png, manifest.json, report-{k}.json,
+    models/{org}/{name}/{N}/kept.png, importance.png, manifest.json, report-{k}.json (signed),
                                  README.md      (the model card, accepted versions only)
 
 The site is written into a fresh folder beside ``out`` and moved into place when complete,
@@ -55,8 +55,11 @@ def collect(registry: MaskRegistry, model_id: str) -> ModelView:
             continue
         try:
             record = registry.show(model_id, summary.version)
-        except RegistryError as e:  # e.g. a report that does not parse, an acceptance without its report
+        except RegistryError as e:  # e.g. a manifest damaged since it was listed
             views.append(VersionView(summary.version, damaged=str(e)))
+            continue
+        if record.status is None:  # its decision stopped holding since it was listed
+            views.append(VersionView(summary.version, damaged=record.problem))
             continue
         try:
             mask = registry.pull(model_id, summary.version, allow_unaccepted=True)
@@ -95,8 +98,9 @@ def _write_version(folder: Path, model_id: str, view: VersionView, public_url: s
     if view.record is None:
         return
     (folder / "manifest.json").write_bytes(view.record.manifest.to_json())
-    for number, report in view.record.reports:
-        (folder / f"report-{number}.json").write_bytes(report.to_json())
+    for entry in view.record.reports:
+        if entry.signed is not None:  # as stored: the signed envelope, checkable by anyone
+            (folder / f"report-{entry.report_id}.json").write_bytes(entry.signed.to_json())
     if view.record.status.value == "accepted":
         (folder / "README.md").write_text(model_card(view.record), encoding="utf-8")
     if view.mask is not None:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from transformers import ByT5Tokenizer
 
-from leank_core.evaluation import score
+from leank_core.evaluation import evaluate, generate_one, score
+from leank_core.hook import apply
+from leank_core.mask import LeanKMask
+from leank_core.model_hash import model_hash
+from tests.conftest import tiny_model
 
 
 def test_score_is_the_fraction_of_expected_strings_found():
@@ -14,3 +20,30 @@ def test_score_is_the_fraction_of_expected_strings_found():
     assert score("ABCDEF-0A", ["abcdef-0a"]) == 1.0
     with pytest.raises(ValueError):
         score("anything", [])
+
+
+def _samples(n: int) -> list[dict]:
+    g = torch.Generator().manual_seed(3)
+    lengths = [40, 57, 33, 64, 41][:n]
+    return [{"task": "t", "length": 64, "index": i, "answers": ["x"],
+             "input_ids": torch.randint(3, 259, (n_tokens,), generator=g).tolist(), "answer_ids": [5] * (1 + i % 3)}
+            for i, n_tokens in enumerate(lengths)]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_batched_evaluation_gives_each_sample_what_generate_gives_it_alone(masked):
+    """Ragged prompts batched through the engine, each with its own token budget, equal one-by-one generate."""
+    model = tiny_model()
+    mask = None
+    if masked:
+        alpha = torch.rand(2, 2, 16, generator=torch.Generator().manual_seed(0))
+        mask = LeanKMask.from_importance(alpha, 0.5, 4, 4, 8, model_hash=model_hash(model))
+        apply(model, mask)
+    tokenizer = ByT5Tokenizer(extra_ids=0)
+    samples = _samples(5)
+    rows = evaluate(model, tokenizer, samples, mask, extra_tokens=3, label="run", batch_size=2, progress=False)
+    for sample, row in zip(samples, rows):
+        budget = len(sample["answer_ids"]) + 3
+        tokens, _, _ = generate_one(model, sample["input_ids"], mask, budget)
+        assert (row["index"], row["run"]) == (sample["index"], "run")
+        assert row["output"] == tokenizer.decode(tokens, skip_special_tokens=True) and row["new_tokens"] == len(tokens)

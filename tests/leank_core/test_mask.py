@@ -327,3 +327,46 @@ def test_random_baseline_channels_are_uniform():
     m = LeanKMask(kept=kept, sink=2, recent=4, align=4, ratio=0.75)
     freq = torch.stack([m.random_like(seed).kept[0, 0] for seed in range(800)]).float().mean(0)
     assert float((freq - 0.25).abs().max()) < 0.08
+
+
+def test_a_truncated_mask_file_fails_cleanly_at_every_length(tmp_path):
+    """`head -c N mask.safetensors` for any N: one ValueError, never a SafetensorError traceback."""
+    data = LeanKMask.from_importance(random_alpha(), 0.5, 8, sink=4, recent=8, model_id="org/m").to_bytes()
+    for cut in range(0, len(data), max(1, len(data) // 64)):
+        (tmp_path / "cut.safetensors").write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="cannot read mask") as err:
+            LeanKMask.load(tmp_path / "cut.safetensors")
+        assert "\n" not in str(err.value)
+
+
+def _with_metadata(mask: LeanKMask, **changes) -> bytes:
+    from safetensors.torch import save
+
+    meta = {**mask.metadata(), **changes}
+    return save({"mask": mask.kept.to(torch.uint8)}, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"sink": None}, "incomplete or malformed"),
+    ({"align": "x"}, "incomplete or malformed"),
+    ({"align": "0"}, "align must be a positive integer"),
+    ({"ratio": "nan"}, "ratio must be a number in [0, 1]"),
+    ({"ratio": "1.5"}, "ratio must be a number in [0, 1]"),
+    ({"extra": "[1, 2]"}, "'extra' must be a JSON object"),
+    ({"extra": "{not json"}, "incomplete or malformed"),
+])
+def test_malformed_mask_metadata_is_one_value_error(changes, needle):
+    mask = LeanKMask(kept=torch.ones(2, 2, 8, dtype=torch.bool), sink=2, recent=4, align=8, ratio=0.0)
+    with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        LeanKMask.from_bytes(_with_metadata(mask, **changes))
+
+
+def test_a_mask_file_with_other_tensors_is_refused():
+    from safetensors.torch import save
+
+    mask = LeanKMask(kept=torch.ones(2, 2, 8, dtype=torch.bool), sink=2, recent=4, align=8, ratio=0.0)
+    data = save({"mask": mask.kept.to(torch.uint8), "payload": torch.zeros(3)}, metadata=mask.metadata())
+    with pytest.raises(ValueError, match="holds 'mask'"):
+        LeanKMask.from_bytes(data)
+    with pytest.raises(ValueError, match="holds 'mask'"):
+        LeanKMask.from_bytes(save({"kept": mask.kept.to(torch.uint8)}, metadata=mask.metadata()))

@@ -135,3 +135,19 @@ def test_hash_holds_a_bounded_number_of_streamed_tensors():
     assert hash_weights(a.config, stream()) == model_hash(a)
     assert len(alive) > IN_FLIGHT + 2
     assert most <= IN_FLIGHT
+
+
+@pytest.mark.parametrize("stored", [torch.bfloat16, torch.float16])
+def test_every_load_of_a_half_precision_checkpoint_hashes_alike(tmp_path, stored):
+    """fp16, bf16 and fp32 loads of one bf16- or fp16-stored checkpoint hash the same, also for values
+    fp16 holds only as subnormals (< 2^-14) or not at all (> 65504: bf16 only)."""
+    model = tiny_model(seed=1)
+    with torch.no_grad():
+        w = model.model.layers[0].self_attn.k_proj.weight
+        w[0, :4] = torch.tensor([3e-6, -7e-8, 1e-9, 5e-5])
+        if stored is torch.bfloat16:
+            w[1, 0] = 1e5
+    model.to(stored).save_pretrained(tmp_path)
+    hashes = {dtype: model_hash(type(model).from_pretrained(tmp_path, dtype=dtype))
+              for dtype in (torch.float16, torch.bfloat16, torch.float32)}
+    assert len(set(hashes.values())) == 1, hashes

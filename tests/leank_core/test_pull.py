@@ -10,7 +10,8 @@ import torch
 from leank_core import pull_and_apply
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import model_hash
-from registry import Gate, MaskRegistry, RegistryError, Report
+from registry import GatePolicy, MaskRegistry, RegistryError, Report, SignedReport, generate_key, load_signer
+from registry.signing import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
 from tests.conftest import tiny_model
 
 
@@ -24,18 +25,25 @@ def mask_for(digest: str, kept_in_head0: int, model_id: str = "org/tiny") -> Lea
 
 
 def publish(registry: MaskRegistry, mask: LeanKMask, accept: bool | None) -> None:
-    """Push ``mask`` and judge it with a passing (accept) or failing report; None leaves it a candidate."""
+    """Push ``mask`` and judge it with a passing (accept) or failing signed report; None leaves it a candidate."""
     ref = registry.push(mask)
     if accept is None:
         return
-    rows = [{"run": run, "task": "passkey", "length": 64, "score": float(run == "full" or accept),
-             "new_tokens": 1, "seconds": 1.0} for run in ("full", "masked")]
-    registry.judge(ref, Report.build(rows, mask.sha256(), mask.model_id, mask.model_hash, Gate(), {}, {}))
+    m = registry.manifest(ref)
+    rows = [{"run": run, "task": "passkey", "length": 64, "index": i, "score": float(run == "full" or accept),
+             "new_tokens": 1, "seconds": 1.0} for run in ("full", "masked") for i in range(2)]
+    report = Report.build(rows, m.mask_sha256, m.model_id, m.model_hash, GatePolicy(), {}, {}, version=m.version,
+                          manifest_sha256=m.sha256())
+    registry.judge(ref, SignedReport.sign(report, load_signer()))
 
 
 @pytest.fixture
 def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MaskRegistry:
+    """A registry without a policy: it trusts this user's own validator key (docs/trust.md)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv(SIGNING_KEY_ENV, generate_key(tmp_path / "validator.key").source)
+    monkeypatch.delenv(TRUSTED_KEYS_ENV, raising=False)
     return MaskRegistry(str(tmp_path / "registry"))
 
 

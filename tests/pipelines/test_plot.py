@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from leank_core.mask import LeanKMask
 from pipelines.cli import main as leank
 from pipelines.plot import plot_report
-from registry import Gate, Report
+from registry import GatePolicy, Report
 
 
 @pytest.fixture
@@ -69,13 +69,22 @@ def test_report_plot_draws_the_mean_over_tasks_per_length_for_each_run(tmp_path,
     scores = {("full", "a", 512): [1, 1], ("full", "b", 512): [1, 0], ("full", "a", 1024): [1, 1],
               ("full", "b", 1024): [0, 0], ("masked", "a", 512): [1, 0], ("masked", "b", 512): [0, 0],
               ("masked", "a", 1024): [1, 1], ("masked", "b", 1024): [1, 0]}
-    rows = [{"run": run, "task": task, "length": length, "score": s, "new_tokens": 1, "seconds": 1.0}
-            for (run, task, length), values in scores.items() for s in values]
-    report = Report.build(rows, "sha", "org/m", "hash", Gate(max_mean_drop=50, max_cell_drop=60), {}, {})
+    rows = [{"run": run, "task": task, "length": length, "index": i, "score": s, "new_tokens": 1, "seconds": 1.0}
+            for (run, task, length), values in scores.items() for i, s in enumerate(values)]
+    report = Report.build(rows, "sha", "org/m", "hash", GatePolicy(), {}, {})
     path = plot_report(report, tmp_path / "r.png")
     [ax] = figures[0].axes
     drawn = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
     assert drawn == {"full": ([512, 1024], [75.0, 50.0]), "masked": ([512, 1024], [25.0, 75.0])}
-    assert ax.get_title() == "org/m: PASS" and ax.get_xscale() == "log"
+    assert ax.get_title() == f"org/m: {report.verdict.decision} (look 1)" and ax.get_xscale() == "log"
     image = pixels(path)
     assert (image.sum(-1) < 2.9).float().mean() > 0.01  # something is drawn
+
+
+def test_plot_of_a_truncated_mask_fails_with_one_line_and_writes_nothing(tmp_path, capsys):
+    data = LeanKMask.from_importance(torch.rand(3, 2, 16), 0.5, 4, sink=4, recent=8, model_id="org/m").to_bytes()
+    (tmp_path / "m.safetensors").write_bytes(data[: len(data) // 2])  # head -c N
+    assert leank(["plot", str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("leank plot: cannot read mask") and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

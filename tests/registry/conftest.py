@@ -1,5 +1,6 @@
-"""Registry fixtures: a real S3 server process (moto_server) on 127.0.0.1 and a `backend`
-fixture that runs each test against both the local directory store and S3."""
+"""Registry fixtures: a real S3 server process (moto_server) on 127.0.0.1, a `backend` fixture
+that runs each test against both the local directory store and S3 (with a policy that trusts
+the session's test signing key), and signed reports for a version."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import pytest
 import torch
 
 from leank_core.mask import LeanKMask
-from registry import Gate, Report
+from registry import GatePolicy, MaskRef, MaskRegistry, Policy, Report, SignedReport, Signer, Suite, generate_key
+from registry.signing import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -75,15 +77,23 @@ def s3_endpoint() -> Iterator[str]:
     stop(proc)
 
 
+@pytest.fixture(scope="session")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
+    """The validator key of this test session (its file is what $LEANK_SIGNING_KEY points at)."""
+    return generate_key(tmp_path_factory.mktemp("keys") / "validator.key")
+
+
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s3_endpoint: str) -> None:
-    """Test credentials and the local server for boto3; a private cache; no host AWS config."""
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s3_endpoint: str, signer: Signer) -> None:
+    """Test credentials and the local server for boto3; a private cache and config dir; no host
+    AWS config; the session's signing key; no pinned keys."""
     for key, value in {**CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint,
                        "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
                        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-                       "XDG_CACHE_HOME": str(tmp_path / "cache")}.items():
+                       "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+                       SIGNING_KEY_ENV: signer.source}.items():
         monkeypatch.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "LEANK_REGISTRY"):
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "LEANK_REGISTRY", TRUSTED_KEYS_ENV):
         monkeypatch.delenv(key, raising=False)
 
 
@@ -102,9 +112,13 @@ class Backend:
     overwrite: Callable[[str, bytes], None]
 
 
-@pytest.fixture(params=["local", "s3"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "local":
+def trusting_policy(signer: Signer) -> Policy:
+    """The policy test registries run under: default gate, one sample per cell, the session key trusted."""
+    return Policy(suite=Suite(min_samples=1), trusted_keys=(signer.public_key,))
+
+
+def _backend(kind: str, tmp_path: Path) -> Backend:
+    if kind == "local":
         root = tmp_path / "registry"
 
         def overwrite(key: str, data: bytes) -> None:
@@ -120,6 +134,20 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend("s3", f"s3://{bucket}/masks", overwrite)
 
 
+@pytest.fixture(params=["local", "s3"])
+def bare_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """A registry with no policy set (the defaults hold)."""
+    return _backend(request.param, tmp_path)
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, signer: Signer) -> Backend:
+    """A registry whose policy trusts the session's signing key (:func:`trusting_policy`)."""
+    b = _backend(request.param, tmp_path)
+    MaskRegistry(b.url).update_policy(lambda _: trusting_policy(signer))
+    return b
+
+
 def make_mask(model_id: str = "org/m", model_hash: str = "abc", tag: int = 0) -> LeanKMask:
     """A small valid mask; `tag` makes otherwise equal masks differ in bytes."""
     mask = torch.ones(2, 2, 16, dtype=torch.bool)
@@ -128,8 +156,23 @@ def make_mask(model_id: str = "org/m", model_hash: str = "abc", tag: int = 0) ->
                      model_hash=model_hash, extra={"tag": tag})
 
 
-def report_for(mask: LeanKMask, passed: bool = True) -> Report:
-    """A validation report on ``mask``: equal accuracy (passes the gate) or every sample lost (fails)."""
-    rows = [{"run": run, "task": "passkey", "length": 512, "score": 1.0 if run == "full" or passed else 0.0,
-             "new_tokens": 4, "seconds": 0.5} for run in ("full", "masked") for _ in range(2)]
-    return Report.build(rows, mask.sha256(), mask.model_id, mask.model_hash, Gate(), memory={}, settings={})
+def score_rows(passed: bool = True, samples: int = 2, task: str = "passkey", length: int = 512) -> list[dict]:
+    """Per-sample rows of a full and a masked run: equal accuracy (passes the gate) or every sample lost."""
+    return [{"run": run, "task": task, "length": length, "index": i, "score": 1.0 if run == "full" or passed else 0.0,
+             "new_tokens": 4, "seconds": 0.5} for run in ("full", "masked") for i in range(samples)]
+
+
+def report_for(reg: MaskRegistry, ref: MaskRef, passed: bool = True, signer: Signer | None = None,
+               rows: list[dict] | None = None, gate: GatePolicy = GatePolicy(), look: int = 1,
+               earlier: tuple = (), **names) -> SignedReport:
+    """A signed validation report on ``ref``'s stored version (``names`` overrides what it claims to judge).
+
+    ``signer`` defaults to the key $LEANK_SIGNING_KEY points at (the session's)."""
+    from registry import load_signer
+
+    m = reg.manifest(ref)
+    claims = {**dict(mask_sha256=m.mask_sha256, model_id=m.model_id, model_hash=m.model_hash, version=m.version,
+                     manifest_sha256=m.sha256()), **names}
+    report = Report.build(rows or score_rows(passed), gate=gate, memory={}, settings={}, look=look, earlier=earlier,
+                          **claims)
+    return SignedReport.sign(report, signer or load_signer())

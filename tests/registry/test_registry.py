@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -22,9 +23,8 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 
 
 def judge(reg: MaskRegistry, ref: MaskRef, passed: bool = True):
-    """Judge ``ref``'s own mask with a passing (or failing) report."""
-    mask = reg.pull(ref.model_id, ref.version, allow_unaccepted=True)
-    return reg.judge(ref, report_for(mask, passed))
+    """Judge ``ref``'s own mask with a passing (or failing) signed report."""
+    return reg.judge(ref, report_for(reg, ref, passed))
 
 
 def test_push_fills_manifest_from_the_stored_bytes(backend: Backend) -> None:
@@ -213,14 +213,14 @@ def test_judge_accepts_on_a_passing_report_for_these_bytes_and_rejects_on_a_fail
     reg = MaskRegistry(backend.url)
     good, bad = reg.push(make_mask(tag=1)), reg.push(make_mask(tag=2))
     with pytest.raises(ValueError, match="not org/m@1's mask") as err:
-        reg.judge(good, report_for(make_mask(tag=5)))
+        reg.judge(good, report_for(reg, good, mask_sha256=make_mask(tag=5).sha256()))
     one_line(err)
     assert reg.show("org/m", 1).status == Status.CANDIDATE and reg.show("org/m", 1).reports == ()
     first = judge(reg, good)
     assert (first.report_id, first.status, first.decided_now) == (1, Status.ACCEPTED, True)
     assert judge(reg, bad, passed=False).status == Status.REJECTED
     shown = reg.show("org/m", 1)
-    assert shown.decision.report_id == 1 and [n for n, _ in shown.reports] == [1]
+    assert shown.decision.report_id == 1 and [r.report_id for r in shown.reports] == [1]
 
 
 @pytest.mark.parametrize("forged", [
@@ -233,7 +233,7 @@ def test_an_accepted_status_written_behind_the_registrys_back_is_never_served(ba
     reg = MaskRegistry(backend.url)
     ref = reg.push(make_mask())
     reg.push(make_mask(tag=1))
-    reg._attach(ref, report_for(make_mask(), passed=False))
+    reg._attach(ref, report_for(reg, ref, passed=False))
     assert reg.store.create("org/m/versions/000001/status.json", json.dumps(forged).encode())
     with pytest.raises(DamagedRecord, match="damaged|not a JSON object|missing") as err:
         reg.pull("org/m", 1)
@@ -319,3 +319,18 @@ def test_a_damaged_manifest_is_listed_as_damaged_without_hiding_healthy_versions
     assert [r.status for r in rows] == [Status.ACCEPTED, Status.ACCEPTED, None]
     assert rows[2].damaged and "\n" not in rows[2].damaged
     assert reg.pull("org/m").extra == {"tag": 1}  # newest healthy accepted version
+
+
+def test_versions_beyond_six_digits_are_listed_judged_and_pulled_in_numeric_order(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    first = reg.push(make_mask(tag=0))
+    manifest = replace(reg.manifest(first), version=999_999)
+    assert reg.store.create("org/m/versions/999999/manifest.json", manifest.to_json())
+    big = reg.push(make_mask(tag=1))
+    assert big.version == 1_000_000
+    assert reg.store.get("org/m/versions/1000000/manifest.json") is not None  # padding stays 6, more digits fit
+    assert [r.version for r in reg.list("org/m")] == [1, 999_999, 1_000_000]
+    judge(reg, first)
+    judge(reg, big)
+    assert reg.pull("org/m").extra == {"tag": 1} and reg.resolve(MaskRef("org/m")).version == 1_000_000
+    assert reg.push(make_mask(tag=2)).version == 1_000_001

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from pipelines.plot import plot_report
-from registry import DamagedRecord, Gate, Report
+from registry import DamagedRecord, GatePolicy, PairedSample, Report
+from registry.gate import judge
+from registry.report import REPORT_FORMAT
 
 
 def rows(full: dict, masked: dict) -> list[dict]:
@@ -16,13 +18,14 @@ def rows(full: dict, masked: dict) -> list[dict]:
     for run, cells in (("full", full), ("masked", masked)):
         for cell, scores in cells.items():
             task, length = cell.split("@")
-            out += [{"run": run, "task": task, "length": int(length), "score": s, "new_tokens": 4, "seconds": 0.5}
-                    for s in scores]
+            out += [{"run": run, "task": task, "length": int(length), "index": i, "score": s, "new_tokens": 4,
+                     "seconds": 0.5} for i, s in enumerate(scores)]
     return out
 
 
-def build(full, masked, gate=Gate()) -> Report:
-    return Report.build(rows(full, masked), "sha", "org/m", "hash", gate, memory={}, settings={})
+def build(full, masked, gate=GatePolicy(), **kwargs) -> Report:
+    return Report.build(rows(full, masked), "sha", "org/m", "hash", gate, memory={}, settings={}, version=1,
+                        manifest_sha256="msha", **kwargs)
 
 
 def test_equal_accuracy_passes_and_reports_speed():
@@ -30,23 +33,21 @@ def test_equal_accuracy_passes_and_reports_speed():
     assert r.passed and r.mean == {"full": 100.0, "masked": 100.0} and r.tokens_per_s["masked"] == 8.0
 
 
-def test_a_single_cell_drop_beyond_five_points_fails_even_if_the_mean_is_fine():
+def test_the_verdict_is_the_gates_on_every_pair_at_the_reports_look():
+    """A one-cell loss: the report's verdict is gate.judge on its pairs (earlier looks' included) at its look."""
     full = {f"t{i}@512": [1.0] * 10 for i in range(20)}
-    masked = dict(full, **{"t0@512": [1.0] * 9 + [0.0]})  # -10 points in one cell, -0.5 mean
-    r = build(full, masked)
-    assert not r.passed and r.reasons == ["t0@512 dropped 10.0 points (> 5.0)"]
-    assert build(full, masked, Gate(max_cell_drop=10.0)).passed
-
-
-def test_a_mean_drop_beyond_one_point_fails():
-    full = {f"t{i}@512": [1.0] * 50 for i in range(2)}
-    masked = {f"t{i}@512": [1.0] * 49 + [0.0] for i in range(2)}  # -2 points everywhere
-    r = build(full, masked)
-    assert not r.passed and r.reasons[0].startswith("mean accuracy 98.0 < full 100.0")
+    masked = dict(full, **{"t0@512": [0.0] * 10})  # every sample of one cell lost
+    earlier = (PairedSample("t0@", 512, 99, 1.0, 0.0),)
+    for look in (1, 2):
+        r = build(full, masked, look=look, earlier=earlier)
+        assert r.look == look and r.pairs[0] == earlier[0] and len(r.pairs) == 201
+        assert r.verdict == judge(r.pairs, GatePolicy(), look)
+        assert not r.passed and r.verdict.decision == "rejected"
+    assert build(full, masked, GatePolicy(mean_margin=10.0, cell_margin=100.0)).passed
 
 
 def test_runs_must_cover_the_same_cells():
-    with pytest.raises(ValueError, match="same"):
+    with pytest.raises(ValueError, match="every prompt needs full and masked"):
         build({"a@1": [1]}, {"b@1": [1]})
 
 
@@ -58,8 +59,10 @@ def test_report_round_trips_through_json(tmp_path):
 
 
 @pytest.mark.parametrize("damage,needle", [
-    ({"format": "other"}, "not a leank-validation-report/1 report"),
-    ({"passed": "yes"}, "field 'passed' is not bool"),
+    ({"format": "other"}, f"not a {REPORT_FORMAT} report"),
+    ({"look": "2"}, "field 'look' is not int"),
+    ({"look": 0}, "look must be >= 1"),
+    ({"verdict": {"decision": "accepted"}}, "verdict or gate is not valid"),
     ({"mean": [1]}, "field 'mean' is not dict"),
     ({"extra_field": 1}, "missing or unknown"),
 ])

@@ -24,14 +24,14 @@ import pytest
 import torch
 
 from leank_core.mask import LeanKMask
-from registry import Gate, MaskRef, MaskRegistry, Report
+from registry import GatePolicy, MaskRef, MaskRegistry, Report, SignedReport, Signer, generate_key
 from registry.card import model_card
 from registry.cli import main
 from registry.evidence import points
 from registry.site import render_site, site_server
 from registry.site.browser import INSTALL, chromium, dump_dom
 
-from .conftest import Backend
+from .conftest import Backend, trusting_policy
 
 requires_chromium = pytest.mark.skipif(chromium() is None,
                                        reason=f"headless Chromium is not installed ({INSTALL}; .ci/run does)")
@@ -50,13 +50,14 @@ def make_mask(model_id: str, tag: int, with_importance: bool = False) -> LeanKMa
                      importance=importance, extra={"tag": tag})
 
 
-def make_report(mask: LeanKMask, scores: dict[str, list[float]], tasks: tuple[str, ...] = ("passkey", "niah"),
-                settings: dict | None = None, model_id: str | None = None) -> Report:
-    """A report over ``tasks`` × (512, 1024) whose run ``r`` scores ``scores[r][i]`` on sample i of every cell."""
-    rows = [{"run": run, "task": task, "length": length, "score": s, "new_tokens": 2, "seconds": 0.5}
-            for run, samples in scores.items() for task in tasks for length in (512, 1024) for s in samples]
-    return Report.build(rows, mask.sha256(), model_id or mask.model_id, mask.model_hash, Gate(),
-                        memory={"k_saving": 0.7, "v_saving": 0.25}, settings=settings or {})
+def make_report(reg: MaskRegistry, ref: MaskRef, scores: dict[str, list[float]],
+                tasks: tuple[str, ...] = ("passkey", "niah"), settings: dict | None = None) -> Report:
+    """A report on ``ref`` over ``tasks`` × (512, 1024) whose run ``r`` scores ``scores[r][i]`` on sample i of every cell."""
+    rows = [{"run": run, "task": task, "length": length, "index": i, "score": s, "new_tokens": 2, "seconds": 0.5}
+            for run, samples in scores.items() for task in tasks for length in (512, 1024) for i, s in enumerate(samples)]
+    m = reg.manifest(ref)
+    return Report.build(rows, m.mask_sha256, m.model_id, m.model_hash, GatePolicy(), memory={"k_saving": 0.7, "v_saving": 0.25},
+                        settings=settings or {}, version=m.version, manifest_sha256=m.sha256())
 
 
 @dataclass
@@ -66,17 +67,18 @@ class Built:
     reports: dict[str, Report] = field(default_factory=dict)  # "org/name@N" -> its deciding report
 
 
-def build(url: str) -> Built:
+def build(url: str, signer: Signer, intruder: Signer) -> Built:
     reg = MaskRegistry(url)
+    reg.update_policy(lambda _: trusting_policy(signer))
     reports: dict[str, Report] = {}
     # org/alpha: accepted, rejected, candidate, damaged (a status.json nobody wrote), mask object missing
     for tag, scores, passed in ((1, {"full": [1, 1], "masked": [1, 1], "random": [0, 0.5]}, True),
                                 (2, {"full": [1, 1], "masked": [0, 0]}, False)):
         mask = make_mask("org/alpha", tag)
         ref = reg.push(mask, {"training_config": {"lr": 0.02}, "data_recipe": "synthetic-v1"})
-        report = make_report(mask, scores)
+        report = make_report(reg, ref, scores)
         assert report.passed == passed
-        reg.judge(ref, report)
+        reg.judge(ref, SignedReport.sign(report, signer))
         reports[str(ref)] = report
     reg.push(make_mask("org/alpha", 3))
     reg.push(make_mask("org/alpha", 4))
@@ -85,20 +87,31 @@ def build(url: str) -> Built:
     gone = "0" * 64  # a mask object that was never stored
     reg.store.create("org/alpha/versions/000005/manifest.json",
                      replace(m1, version=5, mask_sha256=gone, mask_key=f"org/alpha/masks/{gone}.safetensors").to_json())
-    # org/beta: free text everywhere a store lets it in
+    # org/beta: free text everywhere a store lets it in; a report by a key nobody trusts, hostile to the last field
     mask = make_mask("org/beta", 1, with_importance=True)
     ref = reg.push(mask, {"data_recipe": SCRIPT, SCRIPT: BREAKOUT, "training_config": {"note": BREAKOUT},
                           "notes": "```\nfenced ``` text"})
-    hostile = make_report(mask, {"full": [1, 1], "masked": [1, 1], BREAKOUT: [0, 1]}, tasks=(SCRIPT, "passkey"),
-                          settings={"note": SCRIPT, BREAKOUT: [SCRIPT]}, model_id=SCRIPT)
-    reg.judge(ref, hostile)
+    hostile = make_report(reg, ref, {"full": [1, 1], "masked": [1, 1]}, tasks=(SCRIPT, "passkey"),
+                          settings={"note": SCRIPT, BREAKOUT: [SCRIPT]})
+    reg.judge(ref, SignedReport.sign(hostile, signer))
     reports[str(ref)] = hostile
+    forged = replace(hostile, model_id=SCRIPT, accuracy={**hostile.accuracy, BREAKOUT: {SCRIPT: BREAKOUT}})
+    reg.store.create("org/beta/versions/000001/reports/0002.json", SignedReport.sign(forged, intruder).to_json())
     reg.store.create("org/beta/versions/000002/manifest.json",
                      replace(reg.manifest(ref), version=2, created=SCRIPT, code_version=BREAKOUT,
                              model_hash=BREAKOUT).to_json())
+    rejected = reg.push(make_mask("org/beta", 2))  # its reasons name the hostile task
+    reg.judge(rejected, SignedReport.sign(make_report(reg, rejected, {"full": [1, 1], "masked": [0, 0]},
+                                                      tasks=(SCRIPT,)), signer))
     statuses = {"org/alpha": {1: "accepted", 2: "rejected", 3: "candidate", 4: "damaged", 5: "candidate"},
-                "org/beta": {1: "accepted", 2: "candidate"}}
+                "org/beta": {1: "accepted", 2: "candidate", 3: "rejected"}}
     return Built(reg, statuses, reports)
+
+
+@pytest.fixture(scope="session")
+def intruder(tmp_path_factory: pytest.TempPathFactory) -> Signer:
+    """A key no test registry trusts."""
+    return generate_key(tmp_path_factory.mktemp("intruder") / "intruder.key")
 
 
 # -- reading pages ------------------------------------------------------------------------------
@@ -168,9 +181,9 @@ def site_links(root: Path) -> list[tuple[Path, str]]:
 
 
 # -- pages on disk (no browser) -----------------------------------------------------------------
-def test_the_site_renders_from_either_backend_with_relative_links_to_its_own_files(backend: Backend,
+def test_the_site_renders_from_either_backend_with_relative_links_to_its_own_files(backend: Backend, signer, intruder,
                                                                                     tmp_path: Path) -> None:
-    built = build(backend.url)
+    built = build(backend.url, signer, intruder)
     index = render_site(built.registry, tmp_path / "site")
     root = index.parent
     listed = [row.all("a")[0].text() for row in parse(index.read_text()).all("tr") if row.attrs.get("data-model")]
@@ -192,8 +205,8 @@ def test_model_ids_are_the_valid_ids_that_have_a_manifest(tmp_path: Path) -> Non
     assert reg.model_ids() == ["org/a", "org/b"]
 
 
-def test_a_version_without_its_mask_object_says_why(tmp_path: Path) -> None:
-    index = render_site(build(str(tmp_path / "registry")).registry, tmp_path / "site")
+def test_a_version_without_its_mask_object_says_why(tmp_path: Path, signer, intruder) -> None:
+    index = render_site(build(str(tmp_path / "registry"), signer, intruder).registry, tmp_path / "site")
     page = parse((index.parent / "models/org/alpha/5/index.html").read_text())
     assert "The mask cannot be shown" in page.text() and "missing" in page.text()
     assert not (index.parent / "models/org/alpha/5/kept.png").exists()
@@ -238,8 +251,8 @@ def test_serve_answers_with_the_rendered_site_and_a_busy_port_is_one_line(tmp_pa
         server.server_close()
 
 
-def test_judge_writes_the_model_card_when_it_accepts_and_only_then(tmp_path: Path) -> None:
-    built = build(str(tmp_path / "registry"))
+def test_judge_writes_the_model_card_when_it_accepts_and_only_then(tmp_path: Path, signer, intruder) -> None:
+    built = build(str(tmp_path / "registry"), signer, intruder)
     store = built.registry.store
     card = store.get("org/alpha/versions/000001/README.md").decode()
     assert card == model_card(built.registry.show("org/alpha", 1))
@@ -248,6 +261,21 @@ def test_judge_writes_the_model_card_when_it_accepts_and_only_then(tmp_path: Pat
     assert "leank registry pull org/alpha --version 1 --out mask.safetensors" in card
     assert store.get("org/alpha/versions/000002/README.md") is None  # rejected
     assert store.get("org/alpha/versions/000003/README.md") is None  # candidate
+
+
+def test_a_report_that_is_no_evidence_is_shown_as_such_and_never_as_a_verdict(tmp_path: Path, signer,
+                                                                              intruder) -> None:
+    built = build(str(tmp_path / "registry"), signer, intruder)
+    index = render_site(built.registry, tmp_path / "site")
+    page = parse((index.parent / "models/org/beta/1/index.html").read_text())
+    forged = page.one("details", data_report="2")
+    verdict = forged.one("span", class_="verdict none")
+    assert verdict.text().startswith("not evidence: it is signed by key") and verdict.attrs["data-passed"] == "none"
+    assert page.one("details", data_report="1").one("span", class_="verdict pass").text().startswith("ACCEPTED")
+    stored = json.loads((index.parent / "models/org/beta/1/report-2.json").read_text())
+    assert stored["key"] == intruder.public_key  # the envelope as stored, checkable by anyone
+    card = model_card(built.registry.show("org/beta", 1))
+    assert "- report 2: not evidence: it is signed by key" in card
 
 
 def fenced_blocks(markdown: str) -> tuple[str, list[str]]:
@@ -268,8 +296,8 @@ def fenced_blocks(markdown: str) -> tuple[str, list[str]]:
     return "\n".join(prose), blocks
 
 
-def test_the_model_card_keeps_store_text_as_text(tmp_path: Path) -> None:
-    built = build(str(tmp_path / "registry"))
+def test_the_model_card_keeps_store_text_as_text(tmp_path: Path, signer, intruder) -> None:
+    built = build(str(tmp_path / "registry"), signer, intruder)
     record = built.registry.show("org/beta", 1)
     prose, blocks = fenced_blocks(model_card(record))
     assert "<script" not in prose and "<img" not in prose and "<svg" not in prose
@@ -317,11 +345,12 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, signer: Signer, intruder: Signer) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("site")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
-        built = build(str(tmp / "registry"))
+        env.setenv("XDG_CONFIG_HOME", str(tmp / "config"))
+        built = build(str(tmp / "registry"), signer, intruder)
         root = render_site(built.registry, tmp / "site").parent
     site = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RecordingHandler, directory=str(root)))
     proxy = socketserver.ThreadingTCPServer(("127.0.0.1", 0), RefusingProxy)
@@ -350,7 +379,7 @@ def test_the_browser_shows_each_status_and_the_reports_numbers(served: Served) -
     assert {v: r.attrs["data-status"] for v, r in shown.items()} == statuses
     assert all(r.one("span", class_=f"status {statuses[v]}").text() == statuses[v] for v, r in shown.items())
     assert "damaged" in shown[4].text() and "status" in shown[4].text()
-    assert "FAIL" in shown[2].text() and "PASS" in shown[1].text()
+    assert "REJECTED" in shown[2].text() and "ACCEPTED" in shown[1].text()
     k_kept = served.built.registry.manifest(MaskRef("org/alpha", version=1)).k_fraction_kept
     assert f"{100 * k_kept:.1f} %" in shown[1].text()
 
@@ -361,9 +390,9 @@ def test_the_browser_shows_each_status_and_the_reports_numbers(served: Served) -
         for cell, value in cells.items():
             assert table.one("tr", data_cell=cell).one("td", data_run=run).text() == points(value)
         assert table.one("tr", class_="mean").one("td", data_run=run).text() == points(report.mean[run])
-    assert page.one("span", data_passed="true").text().startswith("PASS")
+    assert page.one("span", data_passed="true").text().startswith("ACCEPTED")
     assert "leank registry pull org/alpha --version 1" in page.one("pre", data_snippet="cli").text()
-    assert served.dom("models/org/alpha/2/index.html").one("span", data_passed="false").text().startswith("FAIL")
+    assert served.dom("models/org/alpha/2/index.html").one("span", data_passed="false").text().startswith("REJECTED")
 
 
 @requires_chromium

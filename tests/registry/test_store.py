@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +12,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from registry import MaskRegistry, RegistryError
-from registry.store import LocalStore, open_store
+from registry import MaskRegistry, RegistryError, redact_text, redact_url
+from registry.store import S3_ATTEMPTS, LocalStore, open_store
 
 from .conftest import Backend, free_port, make_mask, start_s3_server, stop
 
@@ -124,3 +126,62 @@ def test_server_enforcing_credentials_refuses_invalid_keys(
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
         text = one_line_error(pull)
         assert "S3 refused access" in text and "check the AWS credentials" in text
+
+
+class SilentEndpoint:
+    """A TCP server that accepts every connection and never answers: a hung S3 endpoint."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.accepted: list[socket.socket] = []
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_a_silent_endpoint_fails_after_the_documented_tries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each try waits S3_READ_TIMEOUT_S for an answer, and there are S3_ATTEMPTS tries in all."""
+    silent = SilentEndpoint()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", silent.url)
+    try:
+        text = one_line_error(lambda: MaskRegistry("s3://bucket/p").list("org/m"))
+    finally:
+        silent.close()
+    assert "cannot reach S3 endpoint" in text and "ReadTimeoutError" in text and f"after {S3_ATTEMPTS} tries" in text
+    assert len(silent.accepted) == S3_ATTEMPTS
+
+
+def test_credentials_in_urls_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="carries credentials") as err:
+        MaskRegistry("s3://AKIAEXAMPLE:hunter2@bucket/p")
+    assert "hunter2" not in str(err.value) and "AKIAEXAMPLE" not in str(err.value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://minio:hunter2@127.0.0.1:{free_port()}")
+    text = one_line_error(lambda: MaskRegistry("s3://bucket/p").list("org/m"))
+    assert "cannot reach S3 endpoint http://***@127.0.0.1" in text and "hunter2" not in text
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("s3://AKIA:secret@bucket/p", "s3://***@bucket/p"),
+    ("http://user:pw@minio:9000", "http://***@minio:9000"),
+    ("s3://bucket/runs?region=eu&access_key=AKIA&secret_key=S", "s3://bucket/runs?region=eu&access_key=***&secret_key=***"),
+    ("https://h/o?X-Amz-Signature=abc&X-Amz-Credential=k&v=1", "https://h/o?X-Amz-Signature=***&X-Amz-Credential=***&v=1"),
+    ("s3://bucket/prefix", "s3://bucket/prefix"),
+    ("/home/me/ray_results", "/home/me/ray_results"),
+    ("~/ray_results", "~/ray_results"),
+])
+def test_redact_url_hides_user_parts_and_secret_query_values(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert redact_text(f"cannot open '{url}' now") == f"cannot open '{shown}' now"
