@@ -117,6 +117,7 @@ def test_the_edges_of_the_valid_settings_are_accepted():
     for ratio, align in [(0.0, 1), (0.999, 64), (0.5, 1)]:
         check_ratio_align(ratio, align, 64)
     check_window(0, 1)  # no sink, a recent window of the query alone
+    assert LeanKMask(kept=torch.ones(1, 1, 3, dtype=torch.bool), sink=0, recent=1, align=1, ratio=0.0).align == 1
 
 
 @pytest.mark.parametrize("sink,recent", [(-1, 4), (4, 0), (-1, 0)])
@@ -161,7 +162,7 @@ def test_mask_and_importance_are_stored_as_contiguous_cpu_bool_and_float32():
     assert m.importance.is_contiguous() and m.importance.dtype == torch.float32
     assert torch.equal(m.importance, importance.float())
     assert LeanKMask.from_bytes(m.to_bytes()).kept.tolist() == kept.tolist()  # safetensors needs contiguous
-    with pytest.raises(ValueError, match="importance must have the same shape as the mask"):
+    with pytest.raises(ValueError, match="^importance must have the same shape as the mask$"):
         LeanKMask(kept=m.kept, sink=2, recent=4, align=4, ratio=0.0, importance=torch.rand(1, 2, 4))
     with pytest.raises(ValueError, match=r"mask must have shape \[layers, kv_heads, head_dim\], got \(2, 8\)"):
         LeanKMask(kept=torch.ones(2, 8, dtype=torch.bool), sink=2, recent=4, align=4, ratio=0.0)
@@ -176,7 +177,8 @@ def test_from_importance_keeps_alpha_settings_and_provenance():
     assert torch.equal(m.kept, quantize_importance(alpha, 0.5, 4)) and torch.equal(m.importance, alpha)
     assert (m.sink, m.recent, m.align, m.ratio, m.model_id, m.model_hash) == (3, 5, 4, 0.5, "org/m", "h")
     assert m.extra == extra and m.extra is not extra
-    assert LeanKMask.from_importance(alpha, 0.5, 4, sink=3, recent=5).extra == {}
+    plain = LeanKMask.from_importance(alpha, 0.5, 4, sink=3, recent=5)
+    assert (plain.extra, plain.model_id, plain.model_hash) == ({}, "", "")
     same = m.with_identity("org/other", "h2")
     assert (same.model_id, same.model_hash) == ("org/other", "h2") and torch.equal(same.kept, m.kept)
     assert (same.sink, same.recent, same.align, same.ratio, same.extra) == (3, 5, 4, 0.5, extra)
@@ -203,7 +205,9 @@ def test_metadata_is_the_documented_strings_and_the_bytes_are_canonical():
                             "ratio": "0.5", "model_id": "org/m", "model_hash": "h", "extra": '{"a": [2], "b": 1}'}
     header = header_text(m.to_bytes())
     assert header.rstrip() == json.dumps(json.loads(header), sort_keys=True, separators=(",", ":"))
-    assert set(json.loads(header)) == {"__metadata__", "importance", "mask"}
+    tensors = json.loads(header)
+    assert set(tensors) == {"__metadata__", "importance", "mask"}
+    assert (tensors["mask"]["dtype"], tensors["importance"]["dtype"]) == ("U8", "F32")  # the digest's format
     without_importance = LeanKMask(kept=m.kept, sink=2, recent=3, align=4, ratio=0.5)
     assert set(json.loads(header_text(without_importance.to_bytes()))) == {"__metadata__", "mask"}
 
@@ -230,6 +234,10 @@ def safetensors_with_header(header: bytes, length: int | None = None) -> bytes:
     (safetensors_with_header(b"{not json"), "corrupt safetensors header"),
     (safetensors_with_header(b'{"a": "\xff"}'), "corrupt safetensors header"),
     (safetensors_with_header(b'{"__metadata__": null}'), "not a LeanK mask file"),
+    (b"\x00" * 8, "corrupt safetensors header$"),  # long enough for a header length, which is 0
+    (safetensors_with_header(b"[1]"), "corrupt safetensors header$"),
+    (safetensors_with_header(b'{"__metadata__": [1]}'), r"corrupt safetensors header \(no string metadata\)$"),
+    (safetensors_with_header(b'{"__metadata__": {"sink": 2}}'), r"corrupt safetensors header \(no string metadata\)$"),
     (safetensors_with_header(b'{"__metadata__": {"format": "other"}}'), "not a LeanK mask file"),
 ])
 def test_loading_junk_fails_cleanly_with_the_reason(tmp_path, data, message):
@@ -297,6 +305,7 @@ def test_reference_files_that_are_not_one_binary_tensor_are_refused(tmp_path, co
     ([0, 0], 64, 64),        # an all-zero mask: any alignment, the largest
     ([32], 48, 16),          # 32 divides the count but not head_dim 48
     ([6], 64, 2),
+    ([1, 2], 8, 1),          # odd counts: no alignment beyond 1
 ])
 def test_reference_alignment_is_the_largest_power_of_two_dividing_every_count_and_head_dim(tmp_path, counts,
                                                                                           head_dim, align):
@@ -370,3 +379,21 @@ def test_a_mask_file_with_other_tensors_is_refused():
         LeanKMask.from_bytes(data)
     with pytest.raises(ValueError, match="holds 'mask'"):
         LeanKMask.from_bytes(save({"kept": mask.kept.to(torch.uint8)}, metadata=mask.metadata()))
+
+
+def test_damaged_tensor_data_and_metadata_errors_name_the_problem():
+    data = LeanKMask(kept=torch.ones(2, 2, 8, dtype=torch.bool), sink=2, recent=4, align=8, ratio=0.0).to_bytes()
+    with pytest.raises(ValueError, match=r"^corrupt or truncated safetensors data \("):
+        LeanKMask.from_bytes(data[:-3])
+    mask = LeanKMask(kept=torch.ones(2, 2, 8, dtype=torch.bool), sink=2, recent=4, align=8, ratio=0.0)
+    with pytest.raises(ValueError, match=r"^mask metadata is incomplete or malformed \(KeyError: 'sink'\)$"):
+        LeanKMask.from_bytes(_with_metadata(mask, sink=None))
+    with pytest.raises(ValueError, match="^mask metadata 'extra' must be a JSON object$"):
+        LeanKMask.from_bytes(_with_metadata(mask, extra="[1, 2]"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_mask_built_from_cuda_tensors_is_held_on_the_cpu():
+    kept, alpha = torch.ones(1, 2, 8, dtype=torch.bool, device="cuda"), torch.rand(1, 2, 8, device="cuda")
+    m = LeanKMask(kept=kept, sink=2, recent=4, align=8, ratio=0.0, importance=alpha)
+    assert m.kept.device.type == m.importance.device.type == "cpu"
