@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import gc
+import hashlib
 import sys
 import weakref
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from leank_core.model_hash import ARCH_FIELDS, IN_FLIGHT, hash_weights, model_hash
+from leank_core.model_hash import ARCH_FIELDS, IN_FLIGHT, _tensor_digest, hash_weights, model_hash
 from tests.conftest import tiny_model
 
 
@@ -97,8 +100,8 @@ def test_integer_and_bool_tensors_hash_their_own_values():
     assert base == hash_weights(config, [("i", ints.clone()), ("b", flags.clone())])
     assert base != hash_weights(config, [("i", torch.tensor([1, 2, 4])), ("b", flags)])
     assert base != hash_weights(config, [("i", ints), ("b", torch.tensor([True, True, True]))])
-    big = torch.tensor([2**40])  # bf16 could not tell 2**40 from 2**40 + 1: integers are hashed exactly
-    assert hash_weights(config, [("i", big)]) != hash_weights(config, [("i", big + 1)])
+    for a, b in [(2**40, 2**40 + 1), (1, 257)]:  # not rounded like floats, not narrowed to bytes
+        assert hash_weights(config, [("i", torch.tensor([a]))]) != hash_weights(config, [("i", torch.tensor([b]))])
 
 
 def test_chunked_streaming_hashes_what_one_chunk_would(monkeypatch):
@@ -151,3 +154,33 @@ def test_every_load_of_a_half_precision_checkpoint_hashes_alike(tmp_path, stored
     hashes = {dtype: model_hash(type(model).from_pretrained(tmp_path, dtype=dtype))
               for dtype in (torch.float16, torch.bfloat16, torch.float32)}
     assert len(set(hashes.values())) == 1, hashes
+
+
+def test_a_tensors_digest_is_its_name_shape_and_canonical_bfloat16_bits():
+    """The documented format, by hand: 1.0 and -2.0 are 0x3F80 and 0xC000 in bf16 (little-endian)."""
+    expected = hashlib.sha256(b"w" + b"[2]" + bytes.fromhex("803f00c0")).digest()
+    assert _tensor_digest("w", torch.tensor([1.0, -2.0], dtype=torch.float64)) == expected
+    ints = hashlib.sha256(b"i" + b"[1]" + (257).to_bytes(8, "little")).digest()
+    assert _tensor_digest("i", torch.tensor([257])) == ints  # int64 bytes as they are, not narrowed
+
+
+def test_the_config_part_is_its_content_whatever_its_key_order_or_value_types():
+    params = [("w", torch.ones(2))]
+    a = SimpleNamespace(model_type="llama", rope_parameters={"rope_type": "default", "rope_theta": 1e4})
+    b = SimpleNamespace(model_type="llama", rope_parameters={"rope_theta": 1e4, "rope_type": "default"})
+    assert hash_weights(a, params) == hash_weights(b, params)
+    # values JSON cannot hold are hashed by their text; nested configs by their content (to_dict)
+    assert hash_weights(SimpleNamespace(model_type=Path("a")), params) != hash_weights(
+        SimpleNamespace(model_type=Path("b")), params)
+
+    class Nested:
+        def __init__(self, theta):
+            self.theta = theta
+
+        def to_dict(self):
+            return {"theta": self.theta}
+
+    assert hash_weights(SimpleNamespace(rope_parameters=Nested(1.0)), params) == hash_weights(
+        SimpleNamespace(rope_parameters=Nested(1.0)), params)  # two objects, one content
+    assert hash_weights(SimpleNamespace(rope_parameters=Nested(1.0)), params) != hash_weights(
+        SimpleNamespace(rope_parameters=Nested(2.0)), params)
