@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pytest
 import torch
 
@@ -197,13 +198,32 @@ def test_same_seed_gives_the_same_mask():
     a = learn_mask(tiny_model(), data, config, progress=False)
     b = learn_mask(tiny_model(), data, config, progress=False)
     assert torch.equal(a.kept, b.kept) and torch.equal(a.importance, b.importance)
-    assert a.model_hash == b.model_hash != ""
+    assert a.model_hash == b.model_hash == model_hash(tiny_model()) and a.model_id == ""
+
+
+def test_a_steps_loss_is_the_mean_over_its_batch():
+    """Two copies of one sample in a batch of 2 step exactly as that sample alone in a batch of 1."""
+    s = sample()
+    config = TrainConfig(ratio=0.5, align=4, sink=SINK, recent=RECENT, stage1_steps=3, stage2_steps=1)
+    alone = learn_mask(tiny_model(), [s], config, progress=False)
+    pair = learn_mask(tiny_model(), [s, s], dataclasses.replace(config, batch_size=2), progress=False)
+    assert torch.equal(alone.importance, pair.importance)
+
+
+def test_progress_shows_each_steps_stage_and_losses_unless_turned_off_or_empty(capsys):
+    config = TrainConfig(ratio=0.5, align=4, sink=SINK, recent=RECENT, stage1_steps=1, stage2_steps=1)
+    learn_mask(tiny_model(), [sample()], config)  # one sample is enough
+    err = capsys.readouterr().err
+    assert "2/2" in err and "stage=2" in err and "mse=" in err and "l1=" in err
+    learn_mask(tiny_model(), [sample()], config, progress=False)
+    learn_mask(tiny_model(), [sample()], dataclasses.replace(config, stage1_steps=0, stage2_steps=0))
+    assert capsys.readouterr().err == ""
 
 
 def test_invalid_settings_fail_before_training():
     with pytest.raises(ValueError, match="align"):
         learn_mask(tiny_model(), [sample()], TrainConfig(align=5), progress=False)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match=r"^the training dataset is empty: generate samples first \(leank_core.tasks\)$"):
         learn_mask(tiny_model(), [], TrainConfig(align=4), progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         learn_mask(tiny_model(), [sample()], TrainConfig(align=4, batch_size=0), progress=False)
@@ -221,3 +241,29 @@ def test_schedule_is_stage_one_then_two_and_its_batches_split_over_any_worker_co
     for s in steps:
         assert len(s.samples) == 4 and all(0 <= i < 10 for i in s.samples)
         assert s.share(0, 1) == s.share(0, 2) + s.share(1, 2) == sum((s.share(r, 4) for r in range(4)), ())
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"stage1_steps": -1}, "stage1_steps and stage2_steps must be >= 0"),
+    ({"stage2_steps": -1}, "stage1_steps and stage2_steps must be >= 0"),
+    ({"lr": 0.0}, "lr and stage2_lr must be > 0 and l1 >= 0"),
+    ({"stage2_lr": 0.0}, "lr and stage2_lr must be > 0 and l1 >= 0"),
+    ({"l1": -0.01}, "lr and stage2_lr must be > 0 and l1 >= 0"),
+])
+def test_each_bad_step_count_or_rate_is_refused(changes, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        dataclasses.replace(TrainConfig(align=4), **changes).check(head_dim=16)
+
+
+def test_no_steps_and_no_l1_are_valid_settings():
+    TrainConfig(align=4, stage1_steps=0, stage2_steps=0, l1=0.0).check(head_dim=16)
+
+
+def test_restarting_the_optimizer_forgets_its_state_and_takes_the_new_rate():
+    importance = Importance((1, 1, 4))
+    optimizer = ClampedAdam(importance.parameters(), lr=0.1)
+    importance.alpha.sum().backward()
+    optimizer.step()
+    assert optimizer.state and bool((importance.alpha <= 1).all())
+    optimizer.restart(0.5)
+    assert not optimizer.state and optimizer.param_groups[0]["lr"] == 0.5
