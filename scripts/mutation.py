@@ -117,7 +117,8 @@ def run_group(group: str, children: int) -> dict:
 def _diff(name: str, where: Path) -> str:
     shown = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=where, env=_env(),
                            capture_output=True, text=True).stdout
-    return "\n".join(line for line in shown.splitlines() if line[:2] in ("- ", "+ "))
+    return "\n".join(line for line in shown.splitlines()
+                     if line[:1] in "-+" and line[:3] not in ("---", "+++"))
 
 
 def _equivalents() -> dict[str, dict[str, str]]:
