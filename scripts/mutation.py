@@ -33,7 +33,7 @@ SUMMARY = ROOT / "docs" / "mutation.md"
 START, END = "<!-- mutation-summary:start -->", "<!-- mutation-summary:end -->"
 COPIED = ("leank_core", "registry", "pipelines", "tests", "configs", "scripts")
 
-# group -> (modules mutated, the fast unit tests written for them)
+# group -> (modules mutated, the fast unit tests written for them: pytest arguments)
 GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "mask": (("leank_core/mask.py",), ("tests/leank_core/test_mask.py",)),
     "model_hash": (("leank_core/model_hash.py",), ("tests/leank_core/test_model_hash.py",)),
@@ -43,7 +43,15 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "cache": (("leank_core/cache.py", "leank_core/memory.py"), ("tests/leank_core/test_cache.py",)),
     "kernels": (("leank_core/kernels/reference.py",), ("tests/leank_core/kernels",)),
     "gate": (("registry/gate.py", "registry/report.py"),
-             ("tests/registry/test_gate.py", "tests/registry/test_report.py")),
+             ("tests/registry/test_gate.py", "tests/registry/test_report.py", "tests/registry/test_looks.py",
+              "-k", "not s3")),
+    # the store and trust layer, on the local backend (the S3 backend's tests start a server per test)
+    "registry": (("registry/ids.py", "registry/records.py", "registry/layout.py", "registry/policy.py",
+                  "registry/signing.py", "registry/urls.py", "registry/store.py", "registry/registry.py",
+                  "registry/gc.py"),
+                 ("tests/registry/test_ids.py", "tests/registry/test_policy.py", "tests/registry/test_signing.py",
+                  "tests/registry/test_store.py", "tests/registry/test_registry.py", "tests/registry/test_trust.py",
+                  "tests/registry/test_gc.py", "-k", "not s3 and not processes and not silent_endpoint")),
 }
 
 # mutmut's exit-code classes, folded into what the summary counts

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import pytest
 
@@ -310,3 +311,137 @@ def test_t_quantile_matches_scipy():
     for df in (1, 3, 7.5, 63, 500):
         for p in (0.9, 0.99, 0.999999):
             assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
+
+
+# ---------------------------------------------------------------- the verdict as a record
+
+def stored_verdict() -> dict:
+    """An undecided verdict with a baseline and a next look: every field present and non-null."""
+    flips = {("niah_single", 1024, 0), ("niah_multikey", 4096, 2), ("niah_multikey", 1024, 1), ("niah_multikey", 1024, 2)}
+    verdict = judge(suite(4, flipped(flips), random_score=lambda cell, i, f: 0.0))
+    assert verdict.decision == "undecided" and verdict.baseline and verdict.next_look
+    return json.loads(json.dumps(verdict.to_dict()))
+
+
+def test_a_stored_verdict_round_trips_and_format_may_be_omitted():
+    data = stored_verdict()
+    verdict = Verdict.from_dict(data)
+    assert json.loads(json.dumps(verdict.to_dict())) == data
+    assert Verdict.from_dict({k: v for k, v in data.items() if k != "format"}) == verdict
+
+
+def _set(data: dict, path: str, value) -> dict:
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("format", "other", "not a leank-gate-verdict/1 verdict (format 'other')"),
+    ("decision", "maybe", "verdict decision must be one of accepted, rejected, undecided, got 'maybe'"),
+    ("reasons", [1], "verdict reasons must be a list of strings"),
+    ("cells", [], "verdict cells must be a non-empty list of cell estimates"),
+    ("baseline.learning_mattered", "yes", "baseline learning_mattered must be true or false"),
+    ("baseline.gain", "x", "baseline gain must be a finite number, got 'x'"),
+    ("baseline.lower", float("nan"), "baseline lower must be a finite number, got nan"),
+    ("samples_needed", 0, "verdict samples_needed must be a finite integer >= 1, got 0"),
+    ("samples_needed", 1.5, "verdict samples_needed must be a finite integer >= 1, got 1.5"),
+    ("samples_needed", True, "verdict samples_needed must be a finite integer >= 1, got True"),
+    ("next_look", 1, "verdict next_look must be a finite integer >= 2, got 1"),
+    ("next_samples", 1, "verdict next_samples must be a finite integer >= 2, got 1"),
+    ("next_samples", None, "verdict next_look and next_samples come together"),
+    ("method", {}, "verdict method must be an object with a name"),
+    ("method", "paired-t", "verdict method must be an object with a name"),
+    ("mean.task", "passkey", "an estimate has both task and length (a cell) or neither (the mean)"),
+    ("cells.0.length", None, "an estimate has both task and length (a cell) or neither (the mean)"),
+    ("mean.status", "maybe", "estimate status must be one of within, beyond, open, got 'maybe'"),
+    ("mean.n", 0, "estimate n must be a finite integer >= 1, got 0"),
+    ("mean.samples_needed", 0, "estimate samples_needed must be a finite integer >= 1, got 0"),
+    ("mean.full", float("inf"), "estimate full must be a finite number, got inf"),
+    ("mean.random", "x", "estimate random must be a finite number, got 'x'"),
+    ("mean.drop", None, "estimate drop must be a finite number, got None"),
+    ("extra", 1, "Verdict: unknown fields ['extra'], missing fields []"),
+    ("reasons", _DELETE, "Verdict: unknown fields [], missing fields ['reasons']"),
+    ("mean", [1], "Estimate must be a JSON object, got list"),
+    ("cells.0.extra", 1, "Estimate: unknown fields ['extra'], missing fields []"),
+    ("cells", 5, "verdict has a part of the wrong shape: "),
+])
+def test_a_damaged_stored_verdict_is_refused_with_what_is_wrong(path, value, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        Verdict.from_dict(_set(stored_verdict(), path, value))
+
+
+def test_a_cell_estimate_must_be_a_cell_and_the_mean_the_mean():
+    data = stored_verdict()
+    data["mean"] = data["cells"][0]
+    with pytest.raises(ValueError, match="^verdict mean must be the estimate over all cells$"):
+        Verdict.from_dict(data)
+    data = stored_verdict()
+    data["cells"][1] = stored_verdict()["mean"]
+    with pytest.raises(ValueError, match="^verdict cells must be a non-empty list of cell estimates$"):
+        Verdict.from_dict(data)
+
+
+def test_optional_numbers_may_be_null_and_bounds_are_inclusive():
+    data = stored_verdict()
+    for path, value in [("mean.upper", None), ("mean.lower", None), ("mean.random", None), ("baseline.lower", None),
+                        ("samples_needed", None), ("mean.samples_needed", 1), ("next_look", 2), ("next_samples", 2),
+                        ("mean.n", 1), ("baseline", None)]:
+        _set(data, path, value)
+    verdict = Verdict.from_dict(data)
+    assert verdict.baseline is None and verdict.next_samples == 2 and verdict.mean.samples_needed == 1
+
+
+def test_the_summary_line_names_the_decision_the_mean_drop_and_every_reason():
+    verdict = Verdict.from_dict(stored_verdict())
+    assert verdict.summary() == (f"undecided: mean drop {verdict.mean.drop:.2f} points (upper bound "
+                                 f"{verdict.mean.upper:.2f}); " + "; ".join(verdict.reasons))
+    unbounded = judge(suite(1))
+    assert unbounded.summary().startswith("undecided: mean drop 0.00 points (unbounded); ")
+
+
+@pytest.mark.parametrize("field,good,bad", [
+    ("mean_margin", [0.0, 100, 2], [-0.1, 100.5, float("nan"), True, "1"]),
+    ("cell_margin", [0, 100.0], [-1, 101, None]),
+    ("confidence", [0.5, 0.999], [0.49, 1.0, True]),
+    ("power", [0.5, 0.99], [0.4, 1.0, False]),
+    ("looks", [1, 20], [0, 21, 2.0, True]),
+])
+def test_policy_fields_accept_their_whole_range_and_refuse_anything_else(field, good, bad):
+    for value in good:
+        assert getattr(GatePolicy(**{field: value}), field) == value
+    for value in bad:
+        with pytest.raises(ValueError, match=f"^gate {field} must be "):
+            GatePolicy(**{field: value})
+
+
+def test_two_policies_combine_to_the_stricter_and_name_where_one_is_looser():
+    owner = GatePolicy(mean_margin=1.0, cell_margin=5.0, confidence=0.95, looks=3, power=0.8)
+    signed = GatePolicy(mean_margin=2.0, cell_margin=4.0, confidence=0.9, looks=5, power=0.95)
+    assert owner.strictest(signed) == GatePolicy(mean_margin=1.0, cell_margin=4.0, confidence=0.95, looks=3, power=0.8)
+    assert signed.looser_than(owner) == ["mean_margin", "confidence"]
+    assert owner.looser_than(signed) == ["cell_margin"]
+    assert owner.looser_than(owner) == []
+    assert GatePolicy.from_dict({"looks": 2}) == GatePolicy(looks=2)
+    with pytest.raises(ValueError, match=r"^GatePolicy: unknown fields \['margin'\], missing fields \[\]$"):
+        GatePolicy.from_dict({"margin": 1})
+
+
+def test_a_paired_sample_round_trips_and_its_record_is_checked():
+    sample = PairedSample("passkey", 1024, 3, 1.0, 0.5, 0.0)
+    assert sample.to_dict() == {"task": "passkey", "length": 1024, "index": 3, "full": 1.0, "masked": 0.5, "random": 0.0}
+    assert PairedSample.from_dict(sample.to_dict()) == sample
+    assert PairedSample.from_dict({k: v for k, v in sample.to_dict().items() if k != "random"}).random is None
+    with pytest.raises(ValueError, match=r"^PairedSample: unknown fields \[\], missing fields \['masked'\]$"):
+        PairedSample.from_dict({"task": "passkey", "length": 1024, "index": 3, "full": 1.0})
+    with pytest.raises(ValueError, match="^PairedSample must be a JSON object, got list$"):
+        PairedSample.from_dict([1])
