@@ -437,7 +437,8 @@ def test_prompt_attention_uses_the_modules_scaling():
     apply(model, mask)
     layer = LeanKCache(mask, model.config).layers[0]
     g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(1, 4, 6, 16, generator=g), torch.randn(1, 2, 6, 16, generator=g), torch.randn(1, 2, 6, 16, generator=g)
+    q = torch.randn(1, 4, 6, 16, generator=g)
+    k, v = torch.randn(1, 2, 6, 16, generator=g), torch.randn(1, 2, 6, 16, generator=g)
     out = layer.attend(model.model.layers[0].self_attn, q, *layer.update(k, v), None, 0.05)
     expected = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
                                                                 is_causal=True, scale=0.05)
@@ -493,7 +494,8 @@ def test_padding_beyond_the_longest_row_costs_no_middle_capacity():
     longest = SINK + RECENT + GROWTH_CHUNK  # exactly one chunk of middle tokens
     rows = [prompt(longest, seed=1)[0], prompt(longest - 10, seed=2)[0]]
     ids, attn = left_padded(rows)
-    ids, attn = torch.cat([torch.zeros(2, 8, dtype=torch.long), ids], 1), torch.cat([torch.zeros(2, 8, dtype=torch.long), attn], 1)
+    pad = torch.zeros(2, 8, dtype=torch.long)
+    ids, attn = torch.cat([pad, ids], 1), torch.cat([pad, attn], 1)
     cache = LeanKCache(mask, model.config)
     with torch.no_grad():
         model(ids, attention_mask=attn, **cache_kwargs(model, cache))

@@ -189,7 +189,8 @@ def test_check_mask_refuses_another_models_mask_unless_told_and_names_both_hashe
     model, other = tiny_model(seed=0), tiny_model(seed=1)
     mine, theirs = model_hash(model), model_hash(other)
     with pytest.raises(ValueError, match=(f"^mask was learned for model hash {theirs[:16]}, this model is {mine[:16]}; "
-                                          "pass allow_hash_mismatch=True only if you know the weights are equivalent$")):
+                                          "pass allow_hash_mismatch=True only if you know the weights are "
+                                          "equivalent$")):
         check_mask(model, identity_mask(other))
     unhashed = LeanKMask(kept=torch.ones(2, 2, 16, dtype=torch.bool), sink=SINK, recent=RECENT, align=4, ratio=0.0)
     with pytest.raises(ValueError, match=rf"^mask was learned for model hash \(none\), this model is {mine[:16]};"):

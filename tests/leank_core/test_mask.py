@@ -87,7 +87,8 @@ def test_identical_alpha_gives_a_bit_identical_mask_and_digest_whatever_its_memo
     transposed = alpha.transpose(0, 2).contiguous().transpose(0, 2)  # same values, other strides
     strided = torch.zeros(30, 3, 128)[..., ::2]
     strided.copy_(alpha)
-    masks = [LeanKMask.from_importance(a, 0.7, 16, sink=4, recent=8) for a in (alpha, transposed, strided, alpha.double())]
+    masks = [LeanKMask.from_importance(a, 0.7, 16, sink=4, recent=8)
+             for a in (alpha, transposed, strided, alpha.double())]
     assert all(torch.equal(m.kept, masks[0].kept) for m in masks)
     assert len({m.sha256() for m in masks}) == 1
 
@@ -253,11 +254,12 @@ def test_loading_a_plain_safetensors_file_or_bad_fields_fails_cleanly(tmp_path):
     with pytest.raises(ValueError, match="not a LeanK mask"):
         LeanKMask.load(tmp_path / "plain.safetensors")
     bad_extra = {"format": "leank-mask", "sink": "2", "recent": "3", "align": "4", "ratio": "0", "extra": "{"}
-    (tmp_path / "extra.safetensors").write_bytes(save({"mask": torch.ones(1, 1, 8, dtype=torch.uint8)}, metadata=bad_extra))
+    ones = {"mask": torch.ones(1, 1, 8, dtype=torch.uint8)}
+    (tmp_path / "extra.safetensors").write_bytes(save(ones, metadata=bad_extra))
     with pytest.raises(ValueError, match="cannot read mask"):
         LeanKMask.load(tmp_path / "extra.safetensors")
     no_sink = {"format": "leank-mask", "recent": "3", "align": "4", "ratio": "0"}
-    (tmp_path / "sink.safetensors").write_bytes(save({"mask": torch.ones(1, 1, 8, dtype=torch.uint8)}, metadata=no_sink))
+    (tmp_path / "sink.safetensors").write_bytes(save(ones, metadata=no_sink))
     with pytest.raises(ValueError, match="cannot read mask .*sink"):
         LeanKMask.load(tmp_path / "sink.safetensors")
     for missing in (tmp_path / "nope.safetensors", tmp_path):

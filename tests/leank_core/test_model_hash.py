@@ -107,7 +107,8 @@ def test_integer_and_bool_tensors_hash_their_own_values():
 def test_chunked_streaming_hashes_what_one_chunk_would(monkeypatch):
     a = tiny_model(seed=1)
     whole = model_hash(a)
-    monkeypatch.setattr(sys.modules["leank_core.model_hash"], "CHUNK_ELEMS", 7)  # every tensor in several chunks, the last partial
+    # every tensor in several chunks, the last one partial
+    monkeypatch.setattr(sys.modules["leank_core.model_hash"], "CHUNK_ELEMS", 7)
     assert model_hash(a) == whole
     with torch.no_grad():
         a.model.norm.weight[-1] += 0.5

@@ -223,7 +223,8 @@ def test_progress_shows_each_steps_stage_and_losses_unless_turned_off_or_empty(c
 def test_invalid_settings_fail_before_training():
     with pytest.raises(ValueError, match="align"):
         learn_mask(tiny_model(), [sample()], TrainConfig(align=5), progress=False)
-    with pytest.raises(ValueError, match=r"^the training dataset is empty: generate samples first \(leank_core.tasks\)$"):
+    empty = r"^the training dataset is empty: generate samples first \(leank_core\.tasks\)$"
+    with pytest.raises(ValueError, match=empty):
         learn_mask(tiny_model(), [], TrainConfig(align=4), progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         learn_mask(tiny_model(), [sample()], TrainConfig(align=4, batch_size=0), progress=False)

@@ -317,7 +317,8 @@ def test_t_quantile_matches_scipy():
 
 def stored_verdict() -> dict:
     """An undecided verdict with a baseline and a next look: every field present and non-null."""
-    flips = {("niah_single", 1024, 0), ("niah_multikey", 4096, 2), ("niah_multikey", 1024, 1), ("niah_multikey", 1024, 2)}
+    flips = {("niah_single", 1024, 0), ("niah_multikey", 4096, 2), ("niah_multikey", 1024, 1),
+             ("niah_multikey", 1024, 2)}
     verdict = judge(suite(4, flipped(flips), random_score=lambda cell, i, f: 0.0))
     assert verdict.decision == "undecided" and verdict.baseline and verdict.next_look
     return json.loads(json.dumps(verdict.to_dict()))
@@ -438,10 +439,95 @@ def test_two_policies_combine_to_the_stricter_and_name_where_one_is_looser():
 
 def test_a_paired_sample_round_trips_and_its_record_is_checked():
     sample = PairedSample("passkey", 1024, 3, 1.0, 0.5, 0.0)
-    assert sample.to_dict() == {"task": "passkey", "length": 1024, "index": 3, "full": 1.0, "masked": 0.5, "random": 0.0}
+    assert sample.to_dict() == {"task": "passkey", "length": 1024, "index": 3, "full": 1.0, "masked": 0.5,
+                                "random": 0.0}
     assert PairedSample.from_dict(sample.to_dict()) == sample
     assert PairedSample.from_dict({k: v for k, v in sample.to_dict().items() if k != "random"}).random is None
     with pytest.raises(ValueError, match=r"^PairedSample: unknown fields \[\], missing fields \['masked'\]$"):
         PairedSample.from_dict({"task": "passkey", "length": 1024, "index": 3, "full": 1.0})
     with pytest.raises(ValueError, match="^PairedSample must be a JSON object, got list$"):
         PairedSample.from_dict([1])
+
+
+# ---------------------------------------------------------------- the plan, recomputed from its definition
+
+def planned(samples: list[PairedSample], policy: GatePolicy, look: int) -> tuple[int | None, int | None]:
+    """(growth, next look) from the rule in _plan's docstring, with statistics.stdev and samples_needed."""
+    from statistics import stdev
+
+    verdict = judge(samples, policy, look)
+    cells = {}
+    for s in samples:
+        cells.setdefault((s.task, s.length), []).append(100.0 * (s.full - s.masked))
+    sds = {cell: stdev(d) if len(d) > 1 else 100.0 for cell, d in cells.items()}
+    k, n_min = len(cells), min(len(d) for d in cells.values())
+    mean_sd = math.sqrt(sum(sds[c] ** 2 * n_min / len(d) for c, d in cells.items())) / k
+    hypotheses = [(verdict.mean, mean_sd, n_min, policy.mean_margin, 2)] if verdict.mean.status == "open" else []
+    hypotheses += [(e, sds[(e.task, e.length)], e.n, policy.cell_margin, 2 * k) for e in verdict.cells
+                   if e.status == "open"]
+
+    def growth(target):
+        alpha = policy.alpha(target)
+        worst = 1.0
+        for e, sd, n, margin, split in hypotheses:
+            sizes = [samples_needed(0.0, sd, margin, alpha, policy.power)]
+            if e.drop > margin:
+                sizes.append(samples_needed(e.drop, sd, margin, alpha / split, policy.power))
+            sizes = [x for x in sizes if x is not None]
+            if not sizes:
+                return None
+            worst = max(worst, min(sizes) / n)
+        return worst
+
+    for target in range(look + 1, policy.looks + 1):
+        g = growth(target)
+        if g is None:
+            return None, target
+        if g <= 2 ** (target - look):
+            return 2 ** (target - look), target
+    g = growth(policy.looks)
+    scale = None if g is None else 2 ** max(1, math.ceil(math.log2(g)))
+    return scale, (policy.looks if look < policy.looks else None)
+
+
+def rare_flips(n: int, rate: float, seed: int = 11) -> set[tuple[str, int, int]]:
+    rng = random.Random(seed)
+    return {(t, length, i) for t in TASKS for length in LENGTHS for i in range(n) if rng.random() < rate}
+
+
+PLAN_CASES = {
+    "smollm2 pattern": (lambda: suite(4, flipped({("niah_single", 1024, 0), ("niah_multikey", 4096, 2),
+                                                    ("niah_multikey", 1024, 1), ("niah_multikey", 1024, 2)})),
+                        1, GatePolicy(looks=4)),
+    "rare flips, 64 per cell": (lambda: suite(64, flipped(rare_flips(64, 0.03))), 1, GatePolicy(looks=4)),
+    "one lossy cell": (lambda: suite(8, lambda cell, i, f: (0.0 if cell == ("passkey", 1024) and i < 3 else f)),
+                       1, GatePolicy(looks=4)),
+    "drops beyond the margins, not yet shown": (
+        lambda: suite(4, lambda cell, i, f: 0.0 if i == 0 and cell[1] == 1024 else f, full=lambda t, i: 1.0),
+        1, GatePolicy(looks=4)),
+    "second look of three": (lambda: suite(4, flipped({("passkey", 1024, 0), ("niah_single", 2048, 1)})),
+                             2, GatePolicy(looks=3)),
+    "last look": (lambda: suite(4, flipped({("passkey", 1024, 0), ("niah_single", 2048, 1)})), 3, GatePolicy(looks=3)),
+    "rare flips, 2%": (lambda: suite(64, flipped(rare_flips(64, 0.02, seed=0))), 1, GatePolicy()),
+    "a margin of 0": (lambda: suite(4, flipped({("passkey", 1024, 0), ("passkey", 1024, 1)})), 1,
+                      GatePolicy(mean_margin=0.0)),
+    "one sample per cell": (lambda: suite(1), 1, GatePolicy(looks=4)),
+    "uneven cells": (lambda: suite(4, flipped({("passkey", 1024, 0)})) + [
+        PairedSample("passkey", 1024, 10 + i, 1.0, float(i % 2)) for i in range(4)], 1, GatePolicy(looks=4)),
+}
+
+
+@pytest.mark.parametrize("case", PLAN_CASES)
+def test_the_next_look_and_sample_sizes_follow_the_planning_rule(case):
+    make, look, policy = PLAN_CASES[case]
+    samples = make()
+    verdict = judge(samples, policy, look)
+    if verdict.decision != "undecided":
+        pytest.fail(f"{case}: the case must be undecided, got {verdict.decision}")
+    scale, next_look = planned(samples, policy, look)
+    assert verdict.next_look == next_look
+    if next_look is not None:
+        assert verdict.next_samples == max(c.n for c in verdict.cells) * 2 ** (next_look - look)
+    assert [c.samples_needed for c in verdict.cells] == [None if scale is None else c.n * scale for c in verdict.cells]
+    assert verdict.samples_needed == verdict.mean.samples_needed == (
+        None if scale is None else max(c.n * scale for c in verdict.cells))
