@@ -43,8 +43,8 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "cache": (("leank_core/cache.py", "leank_core/memory.py"), ("tests/leank_core/test_cache.py",)),
     "kernels": (("leank_core/kernels/reference.py",), ("tests/leank_core/kernels",)),
     "gate": (("registry/gate.py", "registry/report.py"),
-             ("tests/registry/test_gate.py", "tests/registry/test_report.py", "tests/registry/test_looks.py",
-              "-k", "not s3")),
+             ("tests/registry/test_gate.py", "tests/registry/test_report.py", "tests/registry/test_signing.py",
+              "tests/registry/test_looks.py", "-k", "not s3")),
     # the store and trust layer, on the local backend (the S3 backend's tests start a server per test)
     "registry": (("registry/ids.py", "registry/records.py", "registry/layout.py", "registry/policy.py",
                   "registry/signing.py", "registry/urls.py", "registry/store.py", "registry/registry.py",
