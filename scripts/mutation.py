@@ -16,6 +16,7 @@ the reason, each with the changed line it must still show, so a stale entry is r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -116,17 +117,18 @@ def run_group(group: str, children: int) -> dict:
         module = str(meta.relative_to(where / "mutants")).removesuffix(".meta")
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             mutants.append(Mutant(name, module, STATUS.get(code, SURVIVED)))
-    mutants = [m if m.status == KILLED else Mutant(m.name, m.module, m.status, _diff(m.name, where)) for m in mutants]
+    with contextlib.chdir(where):  # mutmut reads the mutants relative to the working directory
+        from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+        mutants = [m if m.status == KILLED else Mutant(m.name, m.module, m.status, _changed_lines(
+            get_diff_for_mutant(m.name, path=m.module))) for m in mutants]
     result = {"group": group, "seconds": round(time.monotonic() - start), "mutants": [m.__dict__ for m in mutants]}
     (where / "results.json").write_text(json.dumps(result, indent=1))
     return result
 
 
-def _diff(name: str, where: Path) -> str:
-    shown = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=where, env=_env(),
-                           capture_output=True, text=True).stdout
-    return "\n".join(line for line in shown.splitlines()
-                     if line[:1] in "-+" and line[:3] not in ("---", "+++"))
+def _changed_lines(diff: str) -> str:
+    return "\n".join(line for line in diff.splitlines() if line[:1] in "-+" and line[:3] not in ("---", "+++"))
 
 
 def _equivalents() -> dict[str, dict[str, str]]:
