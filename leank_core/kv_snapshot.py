@@ -1,7 +1,9 @@
 """The prompt's keys/values, prefilled once into preallocated tensors and read by later passes in place.
 
-A training step prefills the prompt once (no gradient) and then runs the answer tokens twice
-over it (teacher, student). Memory must stay at weights + one KV snapshot + O(answer tokens), so:
+A training step prefills the prompt once (no gradient), the answer tokens riding along in the
+last forward (:func:`prefill_through`: the dense teacher), and then runs the answer tokens again
+over the prompt's snapshot (the student). Memory must stay at weights + one KV snapshot +
+O(answer tokens), so:
 
 * :func:`prefill` runs the prompt in chunks through the model's own attention path, and every
   layer's keys/values are written straight into one preallocated ``[B, H_kv, S, D]`` tensor
@@ -107,10 +109,27 @@ class _PrefillCache(Cache, AttentionMode):
 @torch.no_grad()
 def prefill(model: PreTrainedModel, input_ids: torch.Tensor, chunk: int = PREFILL_CHUNK) -> KVSnapshot:
     """Run the prompt ``[B, S]`` with ordinary full causal attention, ``chunk`` tokens per forward."""
-    cache = _PrefillCache(text_config(model).num_hidden_layers, input_ids.shape[1])
-    for start in range(0, input_ids.shape[1], chunk):
-        forward_with_cache(model.base_model, input_ids[:, start:start + chunk], cache)
-    return KVSnapshot(tuple((layer.keys, layer.values) for layer in cache.layers))
+    return prefill_through(model, input_ids, input_ids[:, :0], chunk)[0]
+
+
+@torch.no_grad()
+def prefill_through(model: PreTrainedModel, input_ids: torch.Tensor, continuation_ids: torch.Tensor,
+                    chunk: int = PREFILL_CHUNK) -> tuple[KVSnapshot, torch.Tensor]:
+    """:func:`prefill` the prompt with ``continuation_ids`` ``[B, T]`` run after it in its last forward.
+
+    Returns the prompt's snapshot (views of the first ``S`` positions: the continuation's keys and
+    values are stored beside them, never read by later passes) and the continuation's final hidden
+    states ``[B, T, hidden]`` under dense attention: what a separate dense pass over the snapshot
+    computes, for 16 answer tokens at no cost beside a 32K-token chunk.
+    """
+    n, t = input_ids.shape[1], continuation_ids.shape[1]
+    cache = _PrefillCache(text_config(model).num_hidden_layers, n + t)
+    ids = torch.cat([input_ids, continuation_ids], 1)
+    starts = range(0, max(n, 1), chunk)
+    for start, stop in zip(starts, [*starts[1:], n + t]):
+        hidden = forward_with_cache(model.base_model, ids[:, start:stop], cache).last_hidden_state
+    snapshot = KVSnapshot(tuple((layer.keys[:, :, :n], layer.values[:, :, :n]) for layer in cache.layers))
+    return snapshot, hidden[:, hidden.shape[1] - t:]
 
 
 class _ContinuationLayer(_SelfMaskedLayer):

@@ -1,19 +1,21 @@
 """Learning the mask: importance α, the distillation loss, the step schedule, and a plain loop.
 
 The model stays frozen; only α (``[L, H_kv, D]``, initialised to 1) is trained. For one
-sample (prompt + gold answer) the prompt is prefilled once with ordinary full attention
-and no gradient (:func:`leank_core.kv_snapshot.prefill`); the answer tokens are then run
-twice over that KV snapshot, which both passes read in place:
+sample (prompt + gold answer):
 
-* teacher: full keys everywhere (LeanK semantics with weights ``None``);
-* student: middle keys scaled channel-wise by α (stage 1) or by the binary mask with a
+* teacher: the prompt is prefilled once with ordinary full attention and no gradient, the
+  answer tokens riding along in its last forward (:func:`leank_core.kv_snapshot.prefill_through`):
+  full keys everywhere, and no pass of its own (a step is launch-bound, and a separate
+  16-token pass costs as many kernel launches as the student's forward);
+* student: the answer tokens run again over the prompt's KV snapshot, read in place, with
+  middle keys scaled channel-wise by α (stage 1) or by the binary mask with a
   straight-through gradient to α (stage 2, zero-count heads dropping middle tokens exactly
   as the inference cache does).
 
 Loss = MSE of the final hidden states over the answer positions + λ·mean|α| (stage 1 only).
 The context is prefilled with dense attention because that is what inference does (the
 cache compacts only after prefill), so training optimises exactly the inference semantics.
-Memory is the weights + one KV snapshot + O(answer tokens): the passes attend with
+Memory is the weights + one KV snapshot + O(answer tokens): the student attends with
 :mod:`leank_core.continuation_attention`, which keeps no score matrix over the context.
 
 ``compute_loss`` is the one step function and :func:`schedule` the one step plan: a step
@@ -37,7 +39,7 @@ from transformers import PreTrainedModel
 from leank_core.adapters import architecture_of
 from leank_core.compat import forward_with_cache
 from leank_core.hook import install
-from leank_core.kv_snapshot import ContinuationCache, KVSnapshot, prefill
+from leank_core.kv_snapshot import ContinuationCache, KVSnapshot, prefill, prefill_through  # noqa: F401 (prefill: part of this API)
 from leank_core.mask import LeanKMask, check_ratio_align, check_window, quantize_importance
 from leank_core.model_hash import model_hash
 
@@ -195,9 +197,7 @@ def compute_loss(
     """Distillation loss of one sample (``input_ids`` prompt, ``answer_ids`` gold answer)."""
     device = importance.alpha.device
     context_ids, answer_in = split_sample(sample["input_ids"], sample["answer_ids"], device)
-    context = prefill(model, context_ids)
-    with torch.no_grad():
-        h_full = continuation_hidden(model, context, answer_in, None, config.sink, config.recent)
+    context, h_full = prefill_through(model, context_ids, answer_in)
     weights, zero_heads = importance.student_weights(stage, config.ratio, config.align)
     h = continuation_hidden(model, context, answer_in, weights, config.sink, config.recent, zero_heads)
     mse = (h.float() - h_full.float()).pow(2).mean()

@@ -8,7 +8,7 @@ from transformers import DynamicCache
 
 from leank_core.compat import forward_with_cache
 from leank_core.hook import install
-from leank_core.kv_snapshot import ContinuationCache, prefill
+from leank_core.kv_snapshot import ContinuationCache, prefill, prefill_through
 from leank_core import training
 from leank_core.training import Importance, TrainConfig, compute_loss, continuation_hidden, freeze
 from tests.conftest import tiny_model
@@ -45,6 +45,20 @@ def test_teacher_after_a_chunked_prefill_equals_the_plain_forward_of_the_whole_s
     torch.testing.assert_close(h, full[:, 40:], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [9, 40, 64])
+def test_prefill_through_returns_the_prompts_snapshot_and_the_dense_continuation(model, chunk):
+    prompt, answer = ids(40), ids(5, seed=1)
+    snapshot, hidden = prefill_through(model, prompt, answer, chunk=chunk)
+    assert snapshot.length == 40
+    for (k, v), (k0, v0) in zip(snapshot.layers, prefill(model, prompt, chunk=chunk).layers):
+        torch.testing.assert_close(k, k0, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(v, v0, rtol=1e-5, atol=1e-5)
+    full = model.base_model(torch.cat([prompt, answer], 1)).last_hidden_state
+    torch.testing.assert_close(hidden, full[:, 40:], rtol=1e-5, atol=1e-5)
+    dense_pass = continuation_hidden(model, snapshot, answer, None, SINK, RECENT)
+    torch.testing.assert_close(hidden, dense_pass, rtol=1e-5, atol=1e-5)
+
+
 def test_passes_read_the_snapshot_in_place_and_leave_it_unchanged(model):
     snapshot = prefill(model, ids(30))
     before = [(k.clone(), v.clone()) for k, v in snapshot.layers]
@@ -68,12 +82,12 @@ def saved_bytes_beyond_snapshot(model, n_prompt: int, monkeypatch) -> int:
         importance.alpha.mul_(0.5)
     snapshot_storages: set[int] = set()
 
-    def recording_prefill(m, input_ids):
-        snapshot = prefill(m, input_ids)
+    def recording_prefill(m, input_ids, continuation_ids):
+        snapshot, hidden = prefill_through(m, input_ids, continuation_ids)
         snapshot_storages.update(t.untyped_storage().data_ptr() for kv in snapshot.layers for t in kv)
-        return snapshot
+        return snapshot, hidden
 
-    monkeypatch.setattr(training, "prefill", recording_prefill)
+    monkeypatch.setattr(training, "prefill_through", recording_prefill)
     saved: list[torch.Tensor] = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         sample = {"input_ids": ids(n_prompt)[0].tolist(), "answer_ids": ids(5, seed=1)[0].tolist()}
