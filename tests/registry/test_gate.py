@@ -467,27 +467,24 @@ def planned(samples: list[PairedSample], policy: GatePolicy, look: int) -> tuple
                    if e.status == "open"]
 
     def growth(target):
-        alpha = policy.alpha(target)
-        worst = 1.0
+        """The factor each cell must grow by for every open hypothesis (None: no size decides one)."""
+        alpha, factors = policy.alpha(target), [1.0]
         for e, sd, n, margin, split in hypotheses:
-            sizes = [samples_needed(0.0, sd, margin, alpha, policy.power)]
-            if e.drop > margin:
-                sizes.append(samples_needed(e.drop, sd, margin, alpha / split, policy.power))
-            sizes = [x for x in sizes if x is not None]
-            if not sizes:
+            accept = samples_needed(0.0, sd, margin, alpha, policy.power)
+            reject = samples_needed(e.drop, sd, margin, alpha / split, policy.power) if e.drop > margin else None
+            if accept is None and reject is None:
                 return None
-            worst = max(worst, min(sizes) / n)
-        return worst
+            factors.append(min(x for x in (accept, reject) if x is not None) / n)
+        return max(factors)
 
-    for target in range(look + 1, policy.looks + 1):
-        g = growth(target)
-        if g is None:
-            return None, target
-        if g <= 2 ** (target - look):
-            return 2 ** (target - look), target
-    g = growth(policy.looks)
-    scale = None if g is None else 2 ** max(1, math.ceil(math.log2(g)))
-    return scale, (policy.looks if look < policy.looks else None)
+    later = {target: growth(target) for target in range(look + 1, policy.looks + 1)}
+    fitting = [t for t, g in later.items() if g is None or g <= 2 ** (t - look)]
+    if fitting:  # the first later look whose doubled cells suffice (or that no size decides)
+        first = fitting[0]
+        return (None if later[first] is None else 2 ** (first - look)), first
+    last = growth(policy.looks)  # none suffices: as much as the last look's requirement, doubled at least once
+    return (None if last is None else 2 ** max(1, math.ceil(math.log2(last)))), (
+        policy.looks if look < policy.looks else None)
 
 
 def rare_flips(n: int, rate: float, seed: int = 11) -> set[tuple[str, int, int]]:
