@@ -3,6 +3,7 @@ what is shown lossy, says undecided (with a plan) in between, and is a determini
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -11,7 +12,8 @@ import re
 import pytest
 
 from registry.gate import (
-    GatePolicy, PairedSample, Verdict, judge, paired_samples, samples_needed, t_cdf, t_quantile,
+    MAX_SAMPLES, TOLERANCE, GatePolicy, PairedSample, Verdict, _status, judge, paired_samples, samples_needed, t_cdf,
+    t_quantile,
 )
 
 TASKS = ("passkey", "niah_single", "niah_multikey", "niah_multiquery")
@@ -366,6 +368,8 @@ _DELETE = object()
     ("cells.0.length", None, "an estimate has both task and length (a cell) or neither (the mean)"),
     ("mean.status", "maybe", "estimate status must be one of within, beyond, open, got 'maybe'"),
     ("mean.n", 0, "estimate n must be a finite integer >= 1, got 0"),
+    ("mean.n", None, "estimate n must be a finite integer >= 1, got None"),
+    ("baseline.gain", None, "baseline gain must be a finite number, got None"),
     ("mean.samples_needed", 0, "estimate samples_needed must be a finite integer >= 1, got 0"),
     ("mean.full", float("inf"), "estimate full must be a finite number, got inf"),
     ("mean.random", "x", "estimate random must be a finite number, got 'x'"),
@@ -396,10 +400,13 @@ def test_optional_numbers_may_be_null_and_bounds_are_inclusive():
     data = stored_verdict()
     for path, value in [("mean.upper", None), ("mean.lower", None), ("mean.random", None), ("baseline.lower", None),
                         ("samples_needed", None), ("mean.samples_needed", 1), ("next_look", 2), ("next_samples", 2),
-                        ("mean.n", 1), ("baseline", None)]:
+                        ("mean.n", 1)]:
         _set(data, path, value)
     verdict = Verdict.from_dict(data)
-    assert verdict.baseline is None and verdict.next_samples == 2 and verdict.mean.samples_needed == 1
+    assert verdict.baseline.lower is None and verdict.next_samples == 2 and verdict.mean.samples_needed == 1
+    assert Verdict.from_dict(_set(data, "baseline", None)).baseline is None
+    with pytest.raises(ValueError, match="^verdict baseline must be a baseline comparison or null$"):
+        dataclasses.replace(verdict, baseline="learned")
 
 
 def test_the_summary_line_names_the_decision_the_mean_drop_and_every_reason():
@@ -413,7 +420,7 @@ def test_the_summary_line_names_the_decision_the_mean_drop_and_every_reason():
 @pytest.mark.parametrize("field,good,bad", [
     ("mean_margin", [0.0, 100, 2], [-0.1, 100.5, float("nan"), True, "1"]),
     ("cell_margin", [0, 100.0], [-1, 101, None]),
-    ("confidence", [0.5, 0.999], [0.49, 1.0, True]),
+    ("confidence", [0.5, 0.999], [0.49, 1.0, True, "0.9"]),
     ("power", [0.5, 0.99], [0.4, 1.0, False]),
     ("looks", [1, 20], [0, 21, 2.0, True]),
 ])
@@ -429,6 +436,7 @@ def test_two_policies_combine_to_the_stricter_and_name_where_one_is_looser():
     owner = GatePolicy(mean_margin=1.0, cell_margin=5.0, confidence=0.95, looks=3, power=0.8)
     signed = GatePolicy(mean_margin=2.0, cell_margin=4.0, confidence=0.9, looks=5, power=0.95)
     assert owner.strictest(signed) == GatePolicy(mean_margin=1.0, cell_margin=4.0, confidence=0.95, looks=3, power=0.8)
+    assert signed.strictest(owner) == GatePolicy(mean_margin=1.0, cell_margin=4.0, confidence=0.95, looks=5, power=0.95)
     assert signed.looser_than(owner) == ["mean_margin", "confidence"]
     assert owner.looser_than(signed) == ["cell_margin"]
     assert owner.looser_than(owner) == []
@@ -508,6 +516,12 @@ PLAN_CASES = {
     "rare flips, 2%": (lambda: suite(64, flipped(rare_flips(64, 0.02, seed=0))), 1, GatePolicy()),
     "a margin of 0": (lambda: suite(4, flipped({("passkey", 1024, 0), ("passkey", 1024, 1)})), 1,
                       GatePolicy(mean_margin=0.0)),
+    "a margin of 0 at the last look": (lambda: suite(4, flipped({("passkey", 1024, 0), ("passkey", 1024, 1)})), 2,
+                                       GatePolicy(mean_margin=0.0, looks=2)),
+    "three looks ahead of six": (lambda: suite(32, flipped(rare_flips(32, 0.01, seed=0))), 1, GatePolicy(looks=6)),
+    "three looks ahead, 64 per cell": (lambda: suite(64, flipped(rare_flips(64, 0.03, seed=0))), 1,
+                                       GatePolicy(looks=6)),
+    "last look, one doubling short": (lambda: suite(64, flipped(rare_flips(64, 0.01, seed=2))), 3, GatePolicy(looks=3)),
     "one sample per cell": (lambda: suite(1), 1, GatePolicy(looks=4)),
     "uneven cells": (lambda: suite(4, flipped({("passkey", 1024, 0)})) + [
         PairedSample("passkey", 1024, 10 + i, 1.0, float(i % 2)) for i in range(4)], 1, GatePolicy(looks=4)),
@@ -528,3 +542,104 @@ def test_the_next_look_and_sample_sizes_follow_the_planning_rule(case):
     assert [c.samples_needed for c in verdict.cells] == [None if scale is None else c.n * scale for c in verdict.cells]
     assert verdict.samples_needed == verdict.mean.samples_needed == (
         None if scale is None else max(c.n * scale for c in verdict.cells))
+
+
+# ---------------------------------------------------------------- exact edges of the statistics and the reasons
+
+def test_samples_needed_at_its_edges():
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - 0.05) + NormalDist().inv_cdf(0.9)
+    assert samples_needed(0.0, 1e-12, TOLERANCE, 0.05, 0.9) is None  # a gap of exactly the tolerance is "on it"
+    assert samples_needed(0.0, 1e-12, 2 * TOLERANCE, 0.05, 0.9) == 2  # never fewer than 2
+    assert samples_needed(0.0, 1.0, 100.0, 0.05, 0.9) == 2
+    exactly_max = math.sqrt(MAX_SAMPLES - 0.5) / z  # the sd whose plan is MAX_SAMPLES per cell
+    assert samples_needed(0.0, exactly_max, 1.0, 0.05, 0.9) == MAX_SAMPLES
+    assert samples_needed(0.0, 2 * exactly_max, 1.0, 0.05, 0.9) is None
+
+
+def test_status_is_within_up_to_the_tolerance_and_beyond_only_past_it():
+    assert _status(1.0 + TOLERANCE, None, 1.0) == "within"
+    assert _status(None, 1.0 + TOLERANCE, 1.0) == "open"
+    assert _status(None, 1.0, 1.0) == "open"
+    assert _status(None, 1.0 + 2 * TOLERANCE, 1.0) == "beyond"
+
+
+@pytest.mark.parametrize("look", ["1", True, 1.0, 0, 5])
+def test_a_look_outside_the_plan_is_refused(look):
+    with pytest.raises(ValueError, match=r"^look must be an integer in \[1, 4\] \(the policy's looks\)"):
+        judge(suite(2), GatePolicy(), look)
+
+
+def test_score_rows_that_cannot_pair_are_refused_with_the_prompt_named():
+    row = {"task": "passkey", "length": 1024, "index": 3, "score": 1.0}
+    with pytest.raises(ValueError, match=r"^unknown run 'other' in a score row: expected one of full, masked, random$"):
+        paired_samples([{**row, "run": "other"}])
+    with pytest.raises(ValueError, match="^two 'full' scores for passkey@1024#3: a prompt is scored once per run$"):
+        paired_samples([{**row, "run": "full"}, {**row, "run": "full"}])
+
+
+def welch_upper(samples: list[PairedSample], alpha: float) -> float:
+    """The mean's one-sided upper bound from its textbook definition (Welch–Satterthwaite df)."""
+    from statistics import fmean, variance
+
+    cells = {}
+    for s in samples:
+        cells.setdefault((s.task, s.length), []).append(100.0 * (s.full - s.masked))
+    parts = [variance(d) / len(d) for d in cells.values()]
+    df = sum(parts) ** 2 / sum(p * p / (len(d) - 1) for p, d in zip(parts, cells.values()))
+    k = len(cells)
+    return fmean(fmean(d) for d in cells.values()) + t_quantile(1 - alpha, df) * math.sqrt(sum(parts)) / k
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.001])  # 0.001: differences of a tenth of a point, variances below 1
+def test_the_mean_bound_uses_welch_satterthwaite_degrees_of_freedom(scale):
+    rows = [PairedSample("a", 512, i, 1.0, 1.0 - scale * (i % 2)) for i in range(4)]
+    rows += [PairedSample("b", 512, i, 1.0, 1.0 - scale * (i % 3 == 0)) for i in range(9)]
+    verdict = judge(rows, GatePolicy(mean_margin=100.0, cell_margin=100.0))
+    assert verdict.mean.upper == pytest.approx(welch_upper(rows, GatePolicy().alpha(1)), rel=1e-9)
+
+
+def test_the_baseline_gain_and_its_bound():
+    rows = [PairedSample("a", 512, i, 1.0, 1.0, float(i % 2)) for i in range(6)]
+    verdict = judge(rows)
+    gains = [100.0 * (1.0 - (i % 2)) for i in range(6)]
+    from statistics import fmean, stdev
+
+    bound = fmean(gains) - t_quantile(1 - GatePolicy().alpha(1), 5) * stdev(gains) / math.sqrt(6)
+    assert verdict.baseline.gain == 50.0 and verdict.baseline.lower == pytest.approx(bound, rel=1e-12)
+    assert verdict.baseline.learning_mattered == (bound > 0)
+    single = judge(suite(1, random_score=lambda cell, i, f: 0.0))
+    assert single.baseline.lower is None and not single.baseline.learning_mattered
+    assert any(r.endswith("lower bound unbounded (a cell has 1 sample))") for r in single.reasons)
+
+
+def test_the_reasons_state_each_decided_or_open_hypothesis_with_its_own_margin():
+    policy = GatePolicy(mean_margin=1.0, cell_margin=5.0)
+    accepted = judge(suite(8), policy)
+    m = accepted.mean
+    assert accepted.reasons == (f"mean drop {m.drop:.2f} points, upper bound {m.upper:.2f} <= 1; "
+                                "every cell's upper bound <= 5",)
+    rejected = judge(suite(32, broken(("niah_single", 4096)), full=lambda task, i: 1.0), policy)
+    [cell] = [c for c in rejected.cells if c.status == "beyond"]
+    assert [r for r in rejected.reasons if "not decided" in r] == []  # open hypotheses are named only when undecided
+    assert f"niah_single@4096 drop {cell.drop:.2f} points, lower bound {cell.lower:.2f} > 5" in rejected.reasons
+    undecided = judge(suite(4, flipped({("niah_single", 1024, 0), ("niah_multikey", 4096, 2),
+                                        ("niah_multikey", 1024, 1), ("niah_multikey", 1024, 2)})), policy)
+    m, c = undecided.mean, next(c for c in undecided.cells if c.status == "open")
+    assert undecided.reasons[0] == (f"mean drop {m.drop:.2f} points, upper bound {m.upper:.2f} > 1 and lower bound "
+                                    f"{m.lower:.2f} <= 1: not decided")
+    assert (f"{c.task}@{c.length} drop {c.drop:.2f} points, upper bound {c.upper:.2f} > 5 and lower bound "
+            f"{c.lower:.2f} <= 5: not decided") in undecided.reasons
+    assert undecided.reasons[-1] == (f"continue at look 4 of 4 with 32 samples per cell (about "
+                                     f"{undecided.samples_needed} samples per cell are expected to decide)")
+    no_size = judge(suite(4, flipped({("passkey", 1024, 0), ("passkey", 1024, 1)})), GatePolicy(mean_margin=0.0))
+    assert no_size.reasons[-1].endswith("(with a margin of 0 no sample size is expected to decide)")
+    unbounded = judge(suite(1), policy)
+    assert unbounded.reasons[0] == ("mean drop 0.00 points, upper bound unbounded (a cell has 1 sample) > 1 and lower "
+                                    "bound unbounded (a cell has 1 sample) <= 1: not decided")
+    no_gain = judge(suite(16, random_score=lambda cell, i, f: f), policy)
+    b = no_gain.baseline
+    assert no_gain.reasons[-1] == ("learning did not matter: the learned mask is not significantly better than a "
+                                   f"random mask with the same kept counts (gain {b.gain:.2f} points, lower bound "
+                                   f"{b.lower:.2f})")

@@ -172,3 +172,19 @@ def test_a_damaged_signed_report_is_refused_with_one_line(signed, damage, needle
 def test_a_report_that_is_not_the_one_signed_fails_its_signature(signed):
     other = build({"passkey@512": [1, 1]}, {"passkey@512": [1, 1]})
     assert not SignedReport(other, signed.key, signed.signature).signature_ok()
+
+
+def test_the_signature_covers_the_format_line_and_the_reports_canonical_json(signed):
+    from registry.records import dump_json
+    from registry.signing import verify
+
+    assert verify(signed.key, b"leank-signed-report/1\n" + dump_json(signed.report.to_dict()), signed.signature)
+
+
+def test_damage_inside_a_signed_report_is_reported_under_the_files_name(signed):
+    data = json.loads(signed.to_json())
+    data["report"]["look"] = 0
+    with pytest.raises(DamagedRecord, match="^r.json: look must be >= 1$"):
+        SignedReport.from_json(json.dumps(data).encode(), "r.json")
+    with pytest.raises(DamagedRecord, match="^r.json is not valid JSON$"):
+        SignedReport.from_json(b"{", "r.json")
