@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
 
 import pytest
 import torch
@@ -474,10 +476,13 @@ def test_a_reset_cache_serves_a_new_prompt_like_a_fresh_one():
     mask = random_mask(model)
     apply(model, mask)
     cache = LeanKCache(mask, model.config)
+    cache.reset()  # a cache that never saw a token resets too
     with torch.no_grad():
         model(prompt(30, seed=3), **cache_kwargs(model, cache))
+        storage = weakref.ref(cache.layers[0].mid_k)
         cache.reset()
-        assert cache.get_seq_length() == 0
+        gc.collect()
+        assert cache.get_seq_length() == 0 and storage() is None  # the old tokens' storage is released
         model(prompt(20), **cache_kwargs(model, cache))
         reused = model(prompt(1, seed=7), **cache_kwargs(model, cache)).logits
         fresh = LeanKCache(mask, model.config)
