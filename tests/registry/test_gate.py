@@ -643,3 +643,14 @@ def test_the_reasons_state_each_decided_or_open_hypothesis_with_its_own_margin()
     assert no_gain.reasons[-1] == ("learning did not matter: the learned mask is not significantly better than a "
                                    f"random mask with the same kept counts (gain {b.gain:.2f} points, lower bound "
                                    f"{b.lower:.2f})")
+
+
+@pytest.mark.parametrize("x", [0.0, 0.01, 0.3, 0.5, 0.77, 0.99, 1.0])
+def test_the_incomplete_beta_function_matches_its_closed_forms(x):
+    """I_x(1, 1) = x, I_x(a, 1) = x^a and I_x(1, b) = 1 - (1 - x)^b, including the ends 0 and 1."""
+    from registry.gate import _betainc
+
+    assert _betainc(1.0, 1.0, x) == pytest.approx(x, abs=1e-13)
+    for a in (0.5, 3.0, 40.0):
+        assert _betainc(a, 1.0, x) == pytest.approx(x**a, abs=1e-13)
+        assert _betainc(1.0, a, x) == pytest.approx(1 - (1 - x) ** a, abs=1e-13)
