@@ -654,3 +654,65 @@ def test_the_incomplete_beta_function_matches_its_closed_forms(x):
     for a in (0.5, 3.0, 40.0):
         assert _betainc(a, 1.0, x) == pytest.approx(x**a, abs=1e-13)
         assert _betainc(1.0, a, x) == pytest.approx(1 - (1 - x) ** a, abs=1e-13)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("length", 0, "a sample's length must be an integer >= 1, got 0"),
+    ("length", "512", "a sample's length must be an integer >= 1, got '512'"),
+    ("index", -1, "a sample's index must be an integer >= 0, got -1"),
+    ("index", True, "a sample's index must be an integer >= 0, got True"),
+])
+def test_a_samples_place_is_checked(field, value, message):
+    good = {"task": "passkey", "length": 1, "index": 0, "full": 1.0, "masked": 1.0}
+    assert PairedSample(**good).length == 1  # the smallest valid length and index
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        PairedSample(**{**good, field: value})
+
+
+def test_sample_sets_the_gate_cannot_judge_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="^the gate needs at least one paired sample$"):
+        judge([])
+    with pytest.raises(ValueError, match=r"^the gate takes PairedSample objects \(see registry.gate.paired_samples\)$"):
+        judge([{"task": "passkey"}])
+    samples = suite(2)
+    with pytest.raises(ValueError, match="^sample niah_single@2048#1 appears twice: each prompt is one pair$"):
+        judge(samples + [samples[TASKS.index("niah_single") * 8 + 1 * 2 + 1]])
+    mixed = suite(2, random_score=lambda cell, i, f: 0.0)[:3] + suite(2)[3:]
+    with pytest.raises(ValueError, match=("^some samples have a random-baseline score and some do not: give it for all "
+                                          "or none$")):
+        judge(mixed)
+
+
+def test_the_t_distribution_is_symmetric():
+    for df in (1.0, 4.5, 30.0):
+        assert t_cdf(0.0, df) == 0.5
+        assert t_cdf(-2.0, df) == pytest.approx(1 - t_cdf(2.0, df), abs=1e-14) and t_cdf(-2.0, df) < 0.5
+
+
+def test_cell_bounds_use_n_minus_one_degrees_of_freedom_and_the_mean_row_is_the_mean_over_cells():
+    from statistics import fmean, stdev
+
+    rows = [PairedSample("a", 512, i, 1.0, float(i % 3 == 0)) for i in range(9)]
+    rows += [PairedSample("b", 512, i, 0.0, 0.0) for i in range(3)]  # uneven: pooled and per-cell means differ
+    verdict = judge(rows, GatePolicy(mean_margin=100.0, cell_margin=100.0))
+    drops = [100.0 * (1.0 - float(i % 3 == 0)) for i in range(9)]
+    cell = verdict.cells[0]
+    width = t_quantile(1 - GatePolicy().alpha(1), 8) * stdev(drops) / 3
+    assert cell.upper == pytest.approx(fmean(drops) + width, rel=1e-12)
+    assert verdict.mean.full == fmean(c.full for c in verdict.cells) == 50.0
+    assert verdict.mean.masked == fmean(c.masked for c in verdict.cells)
+
+
+def test_a_rejected_verdict_names_what_is_beyond_and_leaves_open_hypotheses_unmentioned():
+    lossy = {("passkey", 1024, i) for i in (0, 5, 9)}
+    rejected = judge(suite(32, lambda cell, i, f: 0.0 if cell == ("niah_single", 4096) or (*cell, i) in lossy else f,
+                           full=lambda task, i: 1.0))
+    assert rejected.decision == "rejected" and any(c.status == "open" for c in [rejected.mean, *rejected.cells])
+    assert not any("not decided" in r for r in rejected.reasons)
+
+
+def test_the_last_looks_reason_names_the_look():
+    flips = {("passkey", 1024, 0), ("niah_single", 2048, 1)}
+    verdict = judge(suite(4, flipped(flips)), GatePolicy(looks=2), look=2)
+    assert verdict.reasons[-1] == (f"look 2 was the plan's last: not accepted (about {verdict.samples_needed} samples "
+                                   "per cell are expected to decide)")
