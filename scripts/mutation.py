@@ -52,7 +52,8 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                   "registry/gc.py"),
                  ("tests/registry/test_ids.py", "tests/registry/test_policy.py", "tests/registry/test_signing.py",
                   "tests/registry/test_store.py", "tests/registry/test_registry.py", "tests/registry/test_trust.py",
-                  "tests/registry/test_gc.py", "-k", "not s3 and not processes and not silent_endpoint")),
+                  "tests/registry/test_gc.py", "tests/registry/test_looks.py", "tests/registry/test_cli.py",
+                  "-k", "not s3 and not processes and not silent_endpoint")),
 }
 
 # mutmut's exit-code classes, folded into what the summary counts
