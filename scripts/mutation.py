@@ -200,11 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("groups", nargs="*", metavar="GROUP", help=f"groups to run (default: all of {', '.join(GROUPS)})")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2: two cores)")
+    parser.add_argument("--summary-only", action="store_true", help="rewrite the summary from the last results")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.groups) - set(GROUPS))
     if unknown:
         parser.error(f"unknown group {unknown[0]!r}: choose from {', '.join(GROUPS)}")
-    for group in args.groups or GROUPS:
+    for group in [] if args.summary_only else args.groups or GROUPS:
         result = run_group(group, args.children)
         print(f"{group}: {len(result['mutants'])} mutants in {result['seconds']} s", flush=True)
     results = [json.loads(p.read_text()) for g in GROUPS if (p := SCRATCH / g / "results.json").exists()]
