@@ -210,7 +210,8 @@ class LeanKLayer(CacheLayerMixin):
         self.mid_v = keys.new_zeros(batch, self.layout.value_heads, capacity, head_dim)
         for b, pad in enumerate(pads):
             k, v, n = keys[b, :, pad:], values[b, :, pad:], length - pad
-            n_sink, first_recent = min(sink, n), max(sink, n - recent)
+            n_sink = min(sink, n)
+            first_recent = max(n_sink, n - recent)  # a prompt shorter than the sink has no ring tokens
             self.dense_k[b, :, :n_sink], self.dense_v[b, :, :n_sink] = k[:, :n_sink], v[:, :n_sink]
             slots = sink + (torch.arange(first_recent, n, device=self.device) - sink) % recent
             self.dense_k[b, :, slots], self.dense_v[b, :, slots] = k[:, first_recent:n], v[:, first_recent:n]

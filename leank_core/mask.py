@@ -88,7 +88,9 @@ class LeanKMask:
     def __post_init__(self) -> None:
         if self.kept.dim() != 3:
             raise ValueError(f"mask must have shape [layers, kv_heads, head_dim], got {tuple(self.kept.shape)}")
-        object.__setattr__(self, "kept", self.kept.detach().to("cpu", torch.bool).contiguous())
+        if self.kept.dtype != torch.bool:  # a 0/1 float or a score tensor would silently keep every nonzero
+            raise ValueError(f"mask must be a bool tensor (True = channel kept), got {self.kept.dtype}")
+        object.__setattr__(self, "kept", self.kept.detach().to("cpu").contiguous())
         if self.importance is not None:
             if self.importance.shape != self.kept.shape:
                 raise ValueError("importance must have the same shape as the mask")

@@ -73,3 +73,16 @@ def test_unit_weights_reproduce_the_teacher_bit_for_bit_and_match_plain_sdpa(arc
             ones = model(ids).logits
     assert torch.equal(teacher, ones)
     assert torch.allclose(teacher, plain, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs_are_scored_in_float32_and_returned_in_their_dtype(dtype):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 6, 8, generator=g) for _ in range(3))
+    weights = (torch.rand(1, 2, 8, generator=g) > 0.5).to(dtype)
+    zero_heads = torch.tensor([[True, False]])
+    half = MaskedAttention(weights, SINK, RECENT, zero_heads).attend(Layer(), q.to(dtype), k[:, :2].to(dtype),
+                                                                     v[:, :2].to(dtype), None, 8 ** -0.5)
+    exact = brute_force(q.to(dtype).float(), k[:, :2].to(dtype).float(), v[:, :2].to(dtype).float(), weights.float(),
+                        zero_heads[0], 8 ** -0.5)
+    assert half.dtype == dtype and torch.allclose(half.float(), exact, atol=1e-2)

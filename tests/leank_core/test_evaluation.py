@@ -18,7 +18,7 @@ def test_score_is_the_fraction_of_expected_strings_found():
     assert score("1234", ["12345"]) == 0.0
     assert score("alpha and GAMMA", ["alpha", "beta", "gamma", "delta"]) == 0.5
     assert score("ABCDEF-0A", ["abcdef-0a"]) == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^score needs at least one expected answer$"):
         score("anything", [])
 
 

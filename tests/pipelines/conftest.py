@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -36,6 +37,10 @@ HEAD_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "RAY_AUTH_MODE": "disabled",
 }
+
+
+# The ``ray`` CLI of this interpreter, not whatever ``ray`` is first on PATH (tests run without an activated venv).
+RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ def ray_head() -> Iterator[RayHead]:
         env.setenv(key, value)
     temp_dir = Path(tempfile.mkdtemp(prefix="lkray-", dir="/tmp"))  # short: Ray's socket paths are length-limited
     gcs, dashboard, agent = _free_ports(3)
-    cmd = ["ray", "start", "--head", "--block", "--temp-dir", str(temp_dir), "--port", str(gcs),
+    cmd = [*RAY_CLI, "start", "--head", "--block", "--temp-dir", str(temp_dir), "--port", str(gcs),
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
            "--dashboard-agent-listen-port", str(agent), "--num-cpus", "4", "--disable-usage-stats"]
     log = open(temp_dir / "head.log", "w")

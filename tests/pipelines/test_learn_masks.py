@@ -48,6 +48,7 @@ from pipelines.train_worker import alpha_state, deepspeed_config, restore_alpha_
 from registry import MaskRegistry
 from tests.conftest import tiny_model
 from tests.pipelines.test_checkpoint import WritesMarker
+from tests.pipelines.conftest import RAY_CLI
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_ID = "test/tiny-llama"
@@ -170,7 +171,7 @@ def reference(ray_head, tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory
     job_id = f"leank-test-{uuid.uuid4().hex[:8]}"
     start = time.monotonic()
     subprocess.run(
-        ["ray", "job", "submit", "--address", ray_head.dashboard_url, "--submission-id", job_id,
+        [*RAY_CLI, "job", "submit", "--address", ray_head.dashboard_url, "--submission-id", job_id,
          "--working-dir", str(REPO), "--no-wait", "--", sys.executable, "pipelines/learn_masks.py",
          *job_args(tiny_dir, tmp, "reference")],
         check=True, capture_output=True, timeout=120,

@@ -75,7 +75,7 @@ def test_destructive_mask_is_rejected_and_stays_unpublished(candidate):
     registry, ref, argv = candidate(False)
     assert validate(argv) == 1
     assert registry.show(ref.model_id, ref.version).status == Status.REJECTED
-    with pytest.raises(RegistryError):
+    with pytest.raises(RegistryError, match=f"^{MODEL_ID} has no accepted version yet"):
         registry.pull(MODEL_ID)
 
 

@@ -98,9 +98,10 @@ def test_push_with_a_broken_manifest_file_is_one_line(backend: Backend, tmp_path
         assert err.count("\n") == 1 and ("not valid JSON" in err or "must be a JSON object" in err)
 
 
-def test_there_is_no_accept_command() -> None:
-    with pytest.raises(SystemExit):
+def test_there_is_no_accept_command(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
         main(["accept", "org/m@1", "1"])
+    assert exit_.value.code == 2 and "invalid choice: 'accept'" in capsys.readouterr().err
 
 
 def test_keygen_policy_set_and_validate_flow(bare_backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from registry import MaskRef, check_model_id, parse_ref
@@ -26,7 +28,19 @@ def test_parse_ref_with_and_without_version() -> None:
     assert str(MaskRef("org/m", "abc", 3)) == "org/m@3"
 
 
-@pytest.mark.parametrize("bad", ["org/m@", "org/m@x", "org/m@0", "org/m@1@2", "../x@1"])
-def test_parse_ref_refuses_malformed_refs(bad: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad, needle", [
+    ("org/m@", "invalid mask reference 'org/m@': use 'org/name' or 'org/name@VERSION'"),
+    ("org/m@x", "invalid mask reference 'org/m@x'"),
+    ("org/m@1@2", "invalid mask reference 'org/m@1@2'"),
+    ("org/m@0", "version must be a positive integer, got 0"),
+    ("../x@1", "invalid model id '../x'"),
+])
+def test_parse_ref_refuses_malformed_refs(bad: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(needle)):
         parse_ref(bad)
+
+
+@pytest.mark.parametrize("version", [0, -1, "1", 1.0])
+def test_a_ref_version_is_a_positive_integer(version) -> None:
+    with pytest.raises(ValueError, match="version must be a positive integer"):
+        MaskRef("org/m", version=version)

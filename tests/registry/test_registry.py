@@ -334,3 +334,40 @@ def test_versions_beyond_six_digits_are_listed_judged_and_pulled_in_numeric_orde
     judge(reg, big)
     assert reg.pull("org/m").extra == {"tag": 1} and reg.resolve(MaskRef("org/m")).version == 1_000_000
     assert reg.push(make_mask(tag=2)).version == 1_000_001
+
+
+def test_show_and_list_records_are_the_documented_json(backend: Backend) -> None:
+    """What `leank registry show` / `list` print: every field under its name, the decision citing its report."""
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask(tag=1))
+    decided = judge(reg, ref)
+    record = reg.show("org/m", 1)
+    shown = json.loads(json.dumps(record.to_dict()))
+    entry = record.reports[0]
+    assert shown == {
+        "ref": "org/m@1", "manifest": json.loads(json.dumps(record.manifest.to_dict())), "status": "accepted",
+        "problem": None,
+        "decision": {"status": "accepted", "report_id": 1, "mask_sha256": record.manifest.mask_sha256,
+                     "decided": record.decision.decided},
+        "reports": [{"id": 1, "trusted": True, "registry_verdict": json.loads(json.dumps(entry.verdict.to_dict())),
+                     "signed_by": entry.signed.key, "report": json.loads(entry.signed.report.to_json())}]}
+    assert decided.report_id == 1 and record.decision.decided
+    reg.push(make_mask(tag=2))
+    backend.overwrite("org/m/versions/000002/manifest.json", b"{not json")
+    healthy, damaged = (r.to_dict() for r in reg.list("org/m"))
+    m = record.manifest
+    assert healthy == {"version": 1, "status": "accepted", "model_hash": m.model_hash, "mask_sha256": m.mask_sha256,
+                       "ratio": m.ratio, "align": m.align, "created": m.created, "reports": 1}
+    assert damaged == {"version": 2, "status": "damaged", "damaged": reg.list("org/m")[1].damaged}
+    assert damaged["damaged"]
+
+
+def test_an_untrusted_report_is_shown_with_its_problem(backend: Backend, tmp_path) -> None:
+    from registry import generate_key
+
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask(tag=1))
+    intruder = generate_key(tmp_path / "intruder.key")  # a report stored behind the registry's back
+    reg.store.create("org/m/versions/000001/reports/0001.json", report_for(reg, ref, signer=intruder).to_json())
+    [entry] = reg.show("org/m", 1).to_dict()["reports"]
+    assert entry["trusted"] is False and entry["problem"] and entry["signed_by"] == intruder.public_key

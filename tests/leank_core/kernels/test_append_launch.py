@@ -74,3 +74,36 @@ def test_dispatch_uses_the_reference_on_cpu():
     append_token_reference(key, value, n, expected, layout)
     append_token(key, value, n, got, layout)
     assert all(torch.equal(getattr(got, f), getattr(expected, f)) for f in ("dense_k", "mid_k", "mid_v"))
+
+
+@pytest.mark.parametrize("sink,recent", [(3, 5), (SINK, RECENT)])
+def test_appending_tokens_one_by_one_lays_out_sink_ring_and_middle_as_specified(sink, recent):
+    """From empty: the first ``sink`` tokens stay in slots 0.., token t of the ring in slot sink + (t - sink) % recent,
+    and every token that left the ring in middle column t - sink (its head's kept channels, V of nonzero heads)."""
+    counts, total = [0, 32, 128], sink + recent + 9
+    layout = LayerLayout.from_mask(layer_mask(counts), sink, recent)
+    state = random_state(layout, [0], CAP, torch.float32, device="cpu")
+    g = torch.Generator().manual_seed(4)
+    keys, values = torch.randn(total, 3, D, generator=g), torch.randn(total, 3, D, generator=g)
+    for t in range(total):
+        append_token_reference(keys[t][None], values[t][None], torch.tensor([t]), state, layout)
+    assert torch.equal(state.dense_k[0, :, :sink], keys[:sink].transpose(0, 1))
+    for t in range(total - recent, total):
+        assert torch.equal(state.dense_k[0, :, sink + (t - sink) % recent], keys[t])
+        assert torch.equal(state.dense_v[0, :, sink + (t - sink) % recent], values[t])
+    for t in range(sink, total - recent):
+        for h, c in enumerate(counts):
+            rows = slice(int(layout.k_row[h]), int(layout.k_row[h]) + c)
+            assert torch.equal(state.mid_k[0, rows, t - sink], keys[t, h, layout.kept_idx[h, :c].long()])
+            if c:
+                assert torch.equal(state.mid_v[0, int(layout.v_slot[h]), t - sink], values[t, h])
+
+
+def test_appending_while_the_ring_has_room_writes_nothing_in_the_middle():
+    layout = LayerLayout.from_mask(layer_mask([0, 32, 128]), SINK, RECENT)
+    lengths = [0, 2, SINK + 3, SINK + RECENT - 1]
+    state = random_state(layout, lengths, CAP, torch.float32, device="cpu")  # every slot and column holds data
+    before = cloned(state)
+    key, value = torch.randn(len(lengths), 3, D), torch.randn(len(lengths), 3, D)
+    append_token_reference(key, value, torch.tensor(lengths), state, layout)
+    assert torch.equal(state.mid_k, before.mid_k) and torch.equal(state.mid_v, before.mid_v)

@@ -5,6 +5,8 @@ On a GPU machine the kernels run compiled on CUDA tensors; elsewhere in the Trit
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -133,3 +135,14 @@ def test_dispatch_uses_the_reference_on_cpu():
     state = random_state(layout, [SINK + RECENT + 10], cap=64, dtype=torch.float32, device="cpu")
     q = torch.randn(1, 4, D)
     assert torch.equal(decode_attention(q, state, layout, 0.5), decode_attention_reference(q, state, layout, 0.5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reference_returns_the_query_dtype(dtype):
+    layout = LayerLayout.from_mask(layer_mask([16, 0]), SINK, RECENT)
+    state = random_state(layout, [SINK + RECENT + 3], 8, dtype, device="cpu")
+    q = torch.randn(1, 4, D).to(dtype)
+    exact = decode_attention_reference(q.float(), dataclasses.replace(
+        state, **{n: getattr(state, n).float() for n in ("dense_k", "dense_v", "mid_k", "mid_v")}), layout, 0.1)
+    out = decode_attention_reference(q, state, layout, 0.1)
+    assert out.dtype == dtype and torch.allclose(out.float(), exact, atol=1e-2)
