@@ -160,13 +160,18 @@ class ContinuationCache(Cache, AttentionMode):
     """The cache of one pass over a :class:`KVSnapshot` with LeanK semantics.
 
     ``weights`` ``[L, H_kv, D]`` multiplies middle keys (None: dense, the teacher);
-    ``zero_heads`` ``[L, H_kv]`` bool drops middle keys in those heads.
+    ``zero_heads`` ``[L, H_kv]`` bool drops middle keys in those heads. Each layer's rows are
+    moved to that layer's snapshot device (a mask loaded on the CPU serves a model on a GPU, or
+    spread over several, as ``LeanKCache`` does); the move keeps the gradient to ``weights``.
     """
 
     def __init__(self, snapshot: KVSnapshot, weights: torch.Tensor | None, sink: int, recent: int,
                  zero_heads: torch.Tensor | None = None) -> None:
+        def row(t: torch.Tensor | None, i: int, device: torch.device) -> torch.Tensor | None:
+            return None if t is None else t[i].to(device)
+
         super().__init__(layers=[
-            _ContinuationLayer(kv, None if weights is None else weights[i], None if zero_heads is None else zero_heads[i])
+            _ContinuationLayer(kv, row(weights, i, kv[0].device), row(zero_heads, i, kv[0].device))
             for i, kv in enumerate(snapshot.layers)])
         self.sink, self.recent = sink, recent
 

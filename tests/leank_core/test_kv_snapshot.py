@@ -100,3 +100,18 @@ def test_the_student_keeps_nothing_for_backward_that_grows_with_the_context(mode
     short = saved_bytes_beyond_snapshot(model, 40, monkeypatch)
     long = saved_bytes_beyond_snapshot(model, 400, monkeypatch)
     assert short > 0 and long == short
+
+
+def test_each_layers_mask_rows_are_moved_to_that_layers_snapshot_device_keeping_the_gradient():
+    """A mask loaded on the CPU serves a model elsewhere (a GPU, or layers spread over several): every
+    layer attends with rows on its own snapshot's device, and the gradient still reaches ``weights``."""
+    from leank_core.kv_snapshot import KVSnapshot
+
+    cpu = (torch.zeros(1, 2, 6, 4), torch.zeros(1, 2, 6, 4))
+    meta = (torch.empty(1, 2, 6, 4, device="meta"), torch.empty(1, 2, 6, 4, device="meta"))
+    weights = torch.ones(2, 2, 4, requires_grad=True)
+    cache = ContinuationCache(KVSnapshot((cpu, meta)), weights, 1, 2, torch.zeros(2, 2, dtype=torch.bool))
+    assert [layer.weights.device.type for layer in cache.layers] == ["cpu", "meta"]
+    assert [layer.zero_heads.device.type for layer in cache.layers] == ["cpu", "meta"]
+    cache.layers[0].weights.sum().backward()
+    assert torch.equal(weights.grad, torch.tensor([1.0, 0.0]).view(2, 1, 1).expand(2, 2, 4))
