@@ -13,6 +13,7 @@ import boto3
 import pytest
 
 from registry import MaskRegistry, RegistryError, redact_text, redact_url
+from registry.urls import has_credentials
 from registry.store import S3_ATTEMPTS, LocalStore, open_store
 
 from .conftest import Backend, free_port, make_mask, start_s3_server, stop
@@ -178,6 +179,9 @@ def test_credentials_in_urls_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -
     ("http://user:pw@minio:9000", "http://***@minio:9000"),
     ("s3://bucket/runs?region=eu&access_key=AKIA&secret_key=S", "s3://bucket/runs?region=eu&access_key=***&secret_key=***"),
     ("https://h/o?X-Amz-Signature=abc&X-Amz-Credential=k&v=1", "https://h/o?X-Amz-Signature=***&X-Amz-Credential=***&v=1"),
+    ("s3://AKIA:se@cret@bucket/p", "s3://***@bucket/p"),  # an unescaped '@' in the secret: the host is after the last
+    ("s3://bucket/runs?region=&secret_key=S", "s3://bucket/runs?region=&secret_key=***"),  # blank values kept
+    ("s3://[bucket/runs?secret_key=S", "***"),  # not parseable as a URL: nothing of it is shown
     ("s3://bucket/prefix", "s3://bucket/prefix"),
     ("/home/me/ray_results", "/home/me/ray_results"),
     ("~/ray_results", "~/ray_results"),
@@ -185,3 +189,13 @@ def test_credentials_in_urls_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -
 def test_redact_url_hides_user_parts_and_secret_query_values(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert redact_text(f"cannot open '{url}' now") == f"cannot open '{shown}' now"
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("/home/me/ray_results", False), ("/data/me@host/x?token=t", False),  # plain paths never count as URLs
+    ("s3://bucket/p", False), ("s3://bucket/p?region=eu", False),
+    ("s3://k:s@bucket/p", True), ("s3://bucket/p?secret_key=S", True),
+    ("s3://[bucket/p", True),  # cannot be parsed, so cannot be shown to be free of secrets
+])
+def test_has_credentials_tells_urls_with_secrets_from_paths_and_plain_urls(url: str, secret: bool) -> None:
+    assert has_credentials(url) is secret
