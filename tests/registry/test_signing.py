@@ -12,8 +12,17 @@ from pathlib import Path
 import pytest
 
 from registry import GatePolicy, Report, SignedReport, generate_key, load_signer
-from registry.signing import (SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, check_public_key, config_dir, default_key_path,
-                              pinned_keys, pins_path, short, verify)
+from registry.signing import (
+    SIGNING_KEY_ENV,
+    TRUSTED_KEYS_ENV,
+    check_public_key,
+    config_dir,
+    default_key_path,
+    pinned_keys,
+    pins_path,
+    short,
+    verify,
+)
 
 from .conftest import score_rows
 

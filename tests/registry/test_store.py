@@ -13,8 +13,8 @@ import boto3
 import pytest
 
 from registry import MaskRegistry, RegistryError, redact_text, redact_url
-from registry.urls import has_credentials
 from registry.store import S3_ATTEMPTS, LocalStore, open_store
+from registry.urls import has_credentials
 
 from .conftest import Backend, free_port, make_mask, start_s3_server, stop
 
