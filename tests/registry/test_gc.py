@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from registry import MaskRegistry
-from registry.gc import collect_garbage
+from registry.gc import Sweep, collect_garbage
 from registry.layout import mask_key
 
 from .conftest import Backend, make_mask
@@ -101,7 +101,7 @@ def test_a_model_with_a_damaged_manifest_keeps_all_its_masks(backend: Backend) -
     backend.overwrite("org/m/versions/000001/manifest.json", b"[]")
     swept = collect_garbage(reg.store, NOW)
     assert swept.masks == () and reg.store.get(dead) is not None
-    assert swept.kept and swept.kept[0].startswith("org/m: ")
+    assert swept.kept == ("org/m: org/m/versions/000001/manifest.json is list, not a JSON object",)
 
 
 def test_dead_writers_temp_files_are_removed_once_old(tmp_path: Path) -> None:
@@ -121,5 +121,78 @@ def test_dead_writers_temp_files_are_removed_once_old(tmp_path: Path) -> None:
 
 
 def test_a_negative_grace_period_is_refused(backend: Backend) -> None:
-    with pytest.raises(ValueError, match="grace period"):
+    with pytest.raises(ValueError, match=r"^the grace period must be >= 0$"):
         collect_garbage(MaskRegistry(backend.url).store, timedelta(hours=-1))
+
+
+def test_the_summary_is_a_count_line_then_one_line_per_removal_and_per_kept_model() -> None:
+    swept = Sweep(temp_files=("org/m/.t.tmp",), masks=("org/m/masks/a", "org/m/masks/b"), young=("org/m/masks/c",),
+                  kept=("org/n: damaged",))
+    assert swept.summary().splitlines() == [
+        "removed 1 temp file(s) and 2 unreferenced mask(s); kept 1 unreferenced mask(s) younger than the grace period",
+        "removed org/m/.t.tmp", "removed org/m/masks/a", "removed org/m/masks/b", "kept all masks of org/n: damaged"]
+
+
+def aged(tmp_path: Path, key: str, seconds: int) -> datetime:
+    """Set the local object ``key``'s write time to ``seconds`` after the epoch; return that time."""
+    os.utime(tmp_path / "registry" / key, (seconds, seconds))
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def test_a_young_orphan_does_not_stop_the_sweep_of_older_ones(tmp_path: Path) -> None:
+    """Each orphan is judged by its own age: one inside the grace period is kept, the ones after it still go."""
+    reg = MaskRegistry(str(tmp_path / "registry"))
+    first, second = sorted([orphan(reg, tag=1), orphan(reg, tag=2)])  # gc visits keys in this order
+    aged(tmp_path, second, int(time.time()) - 2 * 86400)
+    swept = collect_garbage(reg.store, timedelta(hours=1))
+    assert swept.young == (first,) and swept.masks == (second,)
+    assert reg.store.get(first) is not None and reg.store.get(second) is None
+
+
+def test_an_orphan_exactly_as_old_as_the_grace_period_is_removed(tmp_path: Path, monkeypatch) -> None:
+    """The grace period is how long a push may take between its mask and its manifest: once it has
+    passed (age >= grace) the orphan goes. The clock is frozen at that instant to hit the boundary."""
+    reg = MaskRegistry(str(tmp_path / "registry"))
+    key = orphan(reg, tag=1)
+    grace = timedelta(hours=1)
+    at = aged(tmp_path, key, int(time.time()) - 86400) + grace
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return at
+
+    monkeypatch.setattr("registry.gc.datetime", Frozen)
+    swept = collect_garbage(reg.store, grace)
+    assert swept.masks == (key,) and swept.young == ()
+
+
+class Reads:
+    """A store that records the keys read after the first delete."""
+
+    def __init__(self, store) -> None:
+        self.store, self.deleted, self.read = store, False, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    def delete(self, key: str) -> None:
+        self.deleted = True
+        self.store.delete(key)
+
+    def get(self, key: str):
+        if self.deleted:
+            self.read.append(key)
+        return self.store.get(key)
+
+
+def test_after_removing_an_orphan_gc_rereads_only_that_models_manifests(backend: Backend) -> None:
+    """The re-check that puts back a mask a push just referenced reads the manifests of the mask's
+    own model only (only they can reference it), so a removal costs one model's versions, not the registry's."""
+    reg = MaskRegistry(backend.url)
+    reg.push(make_mask(tag=0))
+    reg.push(make_mask(model_id="org/n", tag=0))
+    dead = orphan(reg, tag=1)
+    store = Reads(reg.store)
+    assert collect_garbage(store, NOW).masks == (dead,)
+    assert store.read == ["org/m/versions/000001/manifest.json"]

@@ -26,6 +26,7 @@ def test_parse_ref_with_and_without_version() -> None:
     assert parse_ref("org/m") == MaskRef("org/m")
     assert parse_ref("org/m@12") == MaskRef("org/m", version=12)
     assert str(MaskRef("org/m", "abc", 3)) == "org/m@3"
+    assert str(MaskRef("org/m", "abc")) == "org/m"  # unresolved: no version to show
 
 
 @pytest.mark.parametrize("bad, needle", [

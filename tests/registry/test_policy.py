@@ -9,6 +9,7 @@ import pytest
 from registry import DEFAULT_POLICY, DamagedRecord, GatePolicy, Policy, Report, Suite
 
 from .conftest import score_rows
+from .test_looks import LENIENT, noisy_rows
 
 KEY = "ed25519:" + "A" * 43 + "="
 
@@ -90,3 +91,53 @@ def test_verdict_is_recomputed_from_the_pairs_not_read_from_the_report() -> None
     verdict = Policy().verdict(short)
     assert verdict.decision == "undecided"
     assert verdict.reasons[0] == "required suite not covered: passkey@512: 1 of 2 samples"
+
+
+# Plain tests, not parametrized: the mutation run selects with `-k "not s3"`, which also drops
+# parametrize ids such as `kwargs3` or `suite3`.
+def test_suite_values_are_checked_by_type_and_value_not_by_truthiness() -> None:
+    """Task names are non-empty strings; lengths and min_samples are ints (not floats, not bools) >= 1,
+    and 1 itself is allowed."""
+    for kwargs, needle in (({"tasks": ("",)}, "distinct task names"), ({"lengths": (1.5,)}, "positive token counts"),
+                           ({"lengths": (True,)}, "positive token counts"),
+                           ({"min_samples": 2.5}, "min_samples must be an integer >= 1"),
+                           ({"min_samples": True}, "min_samples must be an integer >= 1")):
+        with pytest.raises(ValueError, match=needle):
+            Suite(**kwargs)
+    assert Suite(tasks=("a",), lengths=(1,), min_samples=1).lengths == (1,)
+
+
+def test_a_suite_with_required_cells_names_only_the_short_cells() -> None:
+    """With tasks and lengths both given, the required cells are their product: a cell never run counts
+    as 0 samples, and no separate 'task'/'length' line is added; cells outside the suite are ignored."""
+    suite = Suite(tasks=("a",), lengths=(1, 2), min_samples=1)
+    assert suite.missing({("a", 1): 1, ("b", 9): 1}) == ["a@2: 0 of 1 samples"]
+
+
+def test_a_rejected_report_stays_rejected_when_it_also_misses_the_suite() -> None:
+    """Missing the required suite turns an acceptance into undecided, never a rejection into one;
+    every missing part is listed, separated by '; '."""
+    failing = Report.build(score_rows(passed=False, samples=4), "sha", "org/m", "h", GatePolicy(),
+                           memory={}, settings={})
+    verdict = Policy(suite=Suite(tasks=("passkey", "niah"), lengths=(512, 1024), min_samples=2)).verdict(failing)
+    assert verdict.decision == "rejected"
+    assert verdict.reasons[0] == ("required suite not covered: niah@512: 0 of 2 samples; "
+                                  "niah@1024: 0 of 2 samples; passkey@1024: 0 of 2 samples")
+
+
+def test_the_verdict_is_taken_at_the_reports_look() -> None:
+    """A later look spends more of the error budget: the registry judges the pairs at the look the
+    report was made for, so it agrees with the validator's own verdict under the same gate."""
+    rows = noisy_rows(8)
+    at = {look: Report.build(rows, "sha", "org/m", "h", LENIENT, memory={}, settings={}, look=look) for look in (1, 2)}
+    policy = Policy(gate=LENIENT)
+    assert at[1].verdict != at[2].verdict  # the look matters for these pairs
+    for report in at.values():
+        assert policy.verdict(report) == report.verdict
+
+
+def test_a_policy_suite_that_is_a_list_of_the_right_names_is_damaged_not_a_crash() -> None:
+    data = Policy().to_dict()
+    data["suite"] = ["tasks", "lengths", "min_samples"]
+    with pytest.raises(DamagedRecord, match=r"^policy: suite or trusted_keys has the wrong shape$"):
+        Policy.from_json(json.dumps(data).encode(), "policy")

@@ -221,6 +221,9 @@ def test_judge_accepts_on_a_passing_report_for_these_bytes_and_rejects_on_a_fail
     assert judge(reg, bad, passed=False).status == Status.REJECTED
     shown = reg.show("org/m", 1)
     assert shown.decision.report_id == 1 and [r.report_id for r in shown.reports] == [1]
+    # the model card is written at acceptance only, as README.md in the version's folder (registry/layout.py)
+    assert reg.store.get("org/m/versions/000001/README.md") is not None
+    assert reg.store.get("org/m/versions/000002/README.md") is None
 
 
 @pytest.mark.parametrize("forged", [

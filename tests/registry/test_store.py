@@ -14,6 +14,7 @@ import pytest
 
 from registry import MaskRegistry, RegistryError, redact_text, redact_url
 from registry.store import S3_ATTEMPTS, LocalStore, open_store
+from registry.urls import has_credentials
 
 from .conftest import Backend, free_port, make_mask, start_s3_server, stop
 
@@ -185,3 +186,21 @@ def test_credentials_in_urls_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -
 def test_redact_url_hides_user_parts_and_secret_query_values(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert redact_text(f"cannot open '{url}' now") == f"cannot open '{shown}' now"
+
+
+def test_redaction_edge_cases_leak_nothing_and_keep_the_rest() -> None:
+    """An unescaped '@' inside the secret still hides all of it (the host follows the last '@'); blank
+    query values are kept as they were; a URL that cannot be parsed is shown as nothing but ***.
+    (Not parametrized: the mutation run deselects test ids containing 's3'.)"""
+    assert redact_url("s3://AKIA:se@cret@bucket/p") == "s3://***@bucket/p"
+    assert redact_url("s3://bucket/runs?region=&secret_key=S") == "s3://bucket/runs?region=&secret_key=***"
+    assert redact_url("s3://[bucket/runs?secret_key=S") == "***"
+
+
+def test_has_credentials_tells_urls_with_secrets_from_paths_and_plain_urls() -> None:
+    """Plain paths never count as URLs, even with '@' or '?token='; a URL that cannot be parsed cannot be
+    shown to be free of secrets, so it counts as secret."""
+    assert not has_credentials("/home/me/ray_results") and not has_credentials("/data/me@host/x?token=t")
+    assert not has_credentials("s3://bucket/p") and not has_credentials("s3://bucket/p?region=eu")
+    assert has_credentials("s3://k:s@bucket/p") and has_credentials("s3://bucket/p?secret_key=S")
+    assert has_credentials("s3://[bucket/p")
