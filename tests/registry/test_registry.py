@@ -371,3 +371,234 @@ def test_an_untrusted_report_is_shown_with_its_problem(backend: Backend, tmp_pat
     reg.store.create("org/m/versions/000001/reports/0001.json", report_for(reg, ref, signer=intruder).to_json())
     [entry] = reg.show("org/m", 1).to_dict()["reports"]
     assert entry["trusted"] is False and entry["problem"] and entry["signed_by"] == intruder.public_key
+
+
+# -- defaults, messages and edge cases of the public methods (mutation survivors, issue 22) -------------------
+
+LONG_HASH, OTHER_HASH = "0123456789abcdef", "0123456789abXXXX"  # equal in their first 12 characters only
+
+
+class HookedStore:
+    """Delegates to a real store; ``hide`` drops listed keys containing it (a listing that lags behind
+    the writes), ``before_create(key)`` runs before each create (another writer acting first)."""
+
+    def __init__(self, store, hide: str | None = None, before_create=None) -> None:
+        self.store, self.url, self.hide, self.before_create = store, store.url, hide, before_create
+        self.listed: list[str] = []
+
+    def create(self, key: str, data: bytes) -> bool:
+        if self.before_create:
+            self.before_create(key)
+        return self.store.create(key, data)
+
+    def get(self, key: str) -> bytes | None:
+        return self.store.get(key)
+
+    def list(self, prefix: str) -> list[str]:
+        self.listed.append(prefix)
+        return [k for k in self.store.list(prefix) if not (self.hide and self.hide in k)]
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+
+def test_cache_and_default_registry_live_under_xdg_cache_home_else_home_dot_cache(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, backend: Backend) -> None:
+    """The XDG base-directory convention: $XDG_CACHE_HOME, or ~/.cache when it is unset or empty."""
+    from registry.registry import cache_root, default_url
+
+    ref = MaskRegistry(backend.url).push(make_mask())
+    path = MaskRegistry(backend.url).pull_path("org/m", ref.version, allow_unaccepted=True)
+    assert path == tmp_path / "cache" / "leank" / "masks" / f"{make_mask().sha256()}.safetensors"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for unset in (lambda: monkeypatch.delenv("XDG_CACHE_HOME"), lambda: monkeypatch.setenv("XDG_CACHE_HOME", "")):
+        unset()
+        assert cache_root() == tmp_path / "home" / ".cache" / "leank"
+        assert default_url() == str(tmp_path / "home" / ".cache" / "leank" / "registry")
+        assert MaskRegistry(backend.url).cache_dir == tmp_path / "home" / ".cache" / "leank" / "masks"
+
+
+def test_the_manifest_records_the_installed_leank_version_else_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    from registry import registry as module
+
+    monkeypatch.setattr(module.metadata, "version", lambda name: f"version of {name}")
+    assert module.code_version() == "version of leank"
+
+    def missing(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(module.metadata, "version", missing)
+    assert module.code_version() == "unknown"
+
+
+def test_created_and_decided_are_utc_timestamps(backend: Backend) -> None:
+    from datetime import datetime, timedelta
+
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    judge(reg, ref)
+    shown = reg.show("org/m", 1)
+    for stamp in (shown.manifest.created, shown.decision.decided):
+        assert datetime.fromisoformat(stamp).utcoffset() == timedelta(0)
+
+
+def test_a_trust_without_policy_refuses_with_its_problem_or_says_the_policy_is_unreadable() -> None:
+    from registry.registry import Trust
+
+    with pytest.raises(DamagedRecord, match="^the registry policy is unreadable$"):
+        Trust(None, frozenset(), "").require()
+    with pytest.raises(DamagedRecord, match="^policy 7 is list$"):
+        Trust(None, frozenset(), "", problem="policy 7 is list").require()
+
+
+def test_a_policy_that_vanishes_while_read_says_retry(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    reg.store = HookedStore(reg.store)
+    reg.store.get = lambda key: None  # listed, then deleted before the read
+    with pytest.raises(RegistryError, match=r"^the registry policy _registry/policy/000001\.json vanished while "
+                                            r"being read; retry$"):
+        reg.policy()
+
+
+def test_policies_are_numbered_from_one_without_gaps(bare_backend: Backend, signer) -> None:
+    from .conftest import trusting_policy
+
+    reg = MaskRegistry(bare_backend.url)
+    for _ in range(2):
+        reg.update_policy(lambda _: trusting_policy(signer))
+    assert reg.store.list("_registry/") == ["_registry/policy/000001.json", "_registry/policy/000002.json"]
+    assert reg.policy() == trusting_policy(signer)
+
+
+def test_push_refusals_are_one_line_saying_what_to_do(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    with pytest.raises(ValueError, match=r"^the manifest must be a JSON object \(dict\), got list$"):
+        reg.push(make_mask(), ["training_config"])
+    with pytest.raises(ValueError, match=r"^the mask has no model hash; set it \(LeanKMask\.with_identity\) before "
+                                         r"pushing$"):
+        reg.push(make_mask(model_hash=""))
+    with pytest.raises(ValueError, match="^manifest keys created, status, version are set by the registry; leave "
+                                         "them out$"):
+        reg.push(make_mask(), {"version": 3, "status": "accepted", "created": "now", "source": "ok"})
+    assert reg.store.list("org/") == []
+
+
+def test_a_push_whose_listing_lags_takes_the_next_free_number(backend: Backend) -> None:
+    """Version numbers are claimed by conditional creates: a pusher that does not yet see version 1 (another
+    pusher's, just written) tries 1, loses, and takes 2 — no number skipped."""
+    reg = MaskRegistry(backend.url)
+    reg.push(make_mask(tag=0))
+    lagging = MaskRegistry(backend.url)
+    lagging.store = HookedStore(lagging.store, hide="manifest.json")
+    assert lagging.push(make_mask(tag=1)).version == 2
+    assert [r.version for r in reg.list("org/m")] == [1, 2]
+
+
+def test_a_report_attached_with_a_lagging_listing_takes_the_next_free_number(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    judge(reg, ref, passed=False)
+    lagging = MaskRegistry(backend.url)
+    lagging.store = HookedStore(lagging.store, hide="/reports/")
+    assert judge(lagging, ref).report_id == 2
+    assert [r.report_id for r in reg.show("org/m", 1).reports] == [1, 2]
+
+
+def test_a_judgement_names_the_version_its_report_and_whether_it_decided(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    first = reg.judge(ref, report_for(reg, ref))
+    again = reg.judge(ref, report_for(reg, ref, passed=False))
+    assert (first.ref, first.report_id, first.status, first.decided_now, first.verdict.accepted) == (
+        ref, 1, Status.ACCEPTED, True, True)
+    assert (again.ref, again.report_id, again.status, again.decided_now, again.verdict.decision) == (
+        ref, 2, Status.ACCEPTED, False, "rejected")
+
+
+def test_a_judge_that_loses_the_race_to_decide_reports_the_winners_decision(backend: Backend) -> None:
+    """Two judges of one candidate: the decision is made once; the loser keeps its report and says
+    what the winner decided, not what it would have."""
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    failing = report_for(reg, ref, passed=False)
+
+    def rival_decides_first(key: str) -> None:
+        if key.endswith("status.json") and not reg.store.list("org/m/versions/000001/status"):
+            assert MaskRegistry(backend.url).judge(ref, failing).decided_now
+
+    racing = MaskRegistry(backend.url)
+    racing.store = HookedStore(racing.store, before_create=rival_decides_first)
+    lost = racing.judge(ref, report_for(reg, ref))
+    assert (lost.ref, lost.report_id, lost.status, lost.decided_now, lost.verdict.accepted) == (
+        ref, 1, Status.REJECTED, False, True)
+    assert reg.show("org/m", 1).decision.report_id == 2
+
+
+def test_the_model_card_is_written_for_the_accepted_version_only(backend: Backend) -> None:
+    from registry.card import model_card
+
+    reg = MaskRegistry(backend.url)
+    good, bad = reg.push(make_mask(tag=0)), reg.push(make_mask(tag=1))
+    judge(reg, good)
+    judge(reg, bad, passed=False)
+    assert reg.store.get("org/m/versions/000001/README.md") == model_card(reg.show("org/m", 1)).encode()
+    assert reg.store.get("org/m/versions/000002/README.md") is None
+    assert [k for k in reg.store.list("") if k.endswith("README.md")] == ["org/m/versions/000001/README.md"]
+
+
+def test_judge_names_each_gap_in_the_required_suite(backend: Backend) -> None:
+    from registry import Suite
+
+    reg = MaskRegistry(backend.url)
+    reg.update_policy(lambda p: replace(p, suite=Suite(tasks=("passkey", "niah"), lengths=(512,), min_samples=3)))
+    ref = reg.push(make_mask())
+    with pytest.raises(ValueError, match=r"^org/m@1: the report does not cover the registry's required suite "
+                                         r"\(niah@512: 0 of 3 samples; passkey@512: 2 of 3 samples\); validate with "
+                                         r"the tasks, lengths and samples of `leank registry policy show`$"):
+        judge(reg, ref)
+
+
+def refused(reg: MaskRegistry, ref: MaskRef, report, problem: str) -> None:
+    import re
+
+    with pytest.raises(ValueError, match=f"^{re.escape(f'{ref}: report refused: {problem}')}$"):
+        reg.judge(ref, report)
+    assert reg.show(ref.model_id, ref.version).reports == ()
+
+
+def test_judge_says_exactly_why_a_report_is_no_evidence(backend: Backend, tmp_path) -> None:
+    from registry import SignedReport, generate_key
+    from registry.signing import short
+
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask(model_hash=LONG_HASH))
+    m = reg.manifest(ref)
+    other = make_mask(tag=9).sha256()
+    refused(reg, ref, report_for(reg, ref, mask_sha256=other),
+            f"the report judged mask {other[:12]}, not org/m@1's mask {m.mask_sha256[:12]}; validate that version's mask")
+    refused(reg, ref, report_for(reg, ref, model_hash=OTHER_HASH),
+            f"it judged model hash {OTHER_HASH[:12]}, the manifest says {LONG_HASH[:12]}")
+    refused(reg, ref, report_for(reg, ref, manifest_sha256="0" * 64), "the manifest changed after the report was signed")
+    genuine = report_for(reg, ref)
+    edited = SignedReport(replace(genuine.report, look=2), genuine.key, genuine.signature)
+    refused(reg, ref, edited, "its signature does not match its content (edited after signing)")
+    stranger, second = generate_key(tmp_path / "stranger.key"), generate_key(tmp_path / "second.key")
+    policy = reg.update_policy(lambda p: replace(p, trusted_keys=(*p.trusted_keys, second.public_key)))
+    keys = ", ".join(short(k) for k in sorted(policy.trusted_keys))
+    refused(reg, ref, report_for(reg, ref, signer=stranger),
+            f"it is signed by key {short(stranger.public_key)}, which is not among the registry policy's keys ({keys})")
+    assert len(policy.trusted_keys) == 2
+
+
+def test_a_reader_that_trusts_no_key_says_none(bare_backend: Backend, signer, monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path) -> None:
+    from registry.signing import SIGNING_KEY_ENV, short
+
+    reg = MaskRegistry(bare_backend.url)
+    ref = reg.push(make_mask())
+    report = report_for(reg, ref, signer=signer)
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(tmp_path / "no-such.key"))
+    refused(reg, ref, report, f"it is signed by key {short(signer.public_key)}, which is not among this reader's own "
+                              "and pinned keys (the registry has no policy) (none)")
