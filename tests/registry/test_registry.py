@@ -6,6 +6,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import threading
 from dataclasses import replace
 
@@ -561,8 +562,6 @@ def test_judge_names_each_gap_in_the_required_suite(backend: Backend) -> None:
 
 
 def refused(reg: MaskRegistry, ref: MaskRef, report, problem: str) -> None:
-    import re
-
     with pytest.raises(ValueError, match=f"^{re.escape(f'{ref}: report refused: {problem}')}$"):
         reg.judge(ref, report)
     assert reg.show(ref.model_id, ref.version).reports == ()
@@ -602,3 +601,191 @@ def test_a_reader_that_trusts_no_key_says_none(bare_backend: Backend, signer, mo
     monkeypatch.setenv(SIGNING_KEY_ENV, str(tmp_path / "no-such.key"))
     refused(reg, ref, report, f"it is signed by key {short(signer.public_key)}, which is not among this reader's own "
                               "and pinned keys (the registry has no policy) (none)")
+
+
+def test_a_damaged_policy_is_what_show_blames_for_each_report(backend: Backend) -> None:
+    """With the policy unreadable no key is trusted or distrusted: every report's problem is the policy, not
+    its key (this once said "not among  (none)")."""
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    judge(reg, ref)
+    backend.overwrite("_registry/policy/000002.json", b"[1]")
+    problem = ("registry policy _registry/policy/000002.json is list, not a JSON object; its owner runs leank "
+               "registry policy set")
+    shown = reg.show("org/m", 1)
+    assert shown.problem == problem and [r.problem for r in shown.reports] == [problem]
+    assert shown.reports[0].signed is not None and shown.reports[0].passed is None
+
+
+def test_a_looks_message_says_the_allowed_range_and_what_to_do(backend: Backend) -> None:
+    from .test_looks import LENIENT, noisy_rows
+
+    reg = MaskRegistry(backend.url)
+    reg.update_policy(lambda p: replace(p, gate=LENIENT))
+    ref = reg.push(make_mask())
+    first = reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8), gate=LENIENT))
+    assert first.verdict.decision == "undecided"
+    with pytest.raises(ValueError, match=r"^org/m@1: report refused: it is look 1, but this candidate's next look must "
+                                         r"be in 2\.\.4; validate again to continue its sequential plan$"):
+        reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8), gate=LENIENT))
+    with pytest.raises(ValueError, match="^org/m@1: report refused: look 2 drops samples of look 1; a later look "
+                                         "keeps every earlier sample$"):
+        reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8, first_index=8), look=2, gate=LENIENT))
+    same = reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8), look=2, gate=LENIENT))  # keeps every sample
+    assert same.report_id == 2 and same.status == Status.CANDIDATE
+
+
+def test_a_candidate_whose_last_look_was_undecided_must_be_pushed_again(backend: Backend) -> None:
+    from registry import GatePolicy
+
+    from .test_looks import noisy_rows
+
+    one_look = GatePolicy(mean_margin=5.0, cell_margin=20.0, looks=1)
+    reg = MaskRegistry(backend.url)
+    reg.update_policy(lambda p: replace(p, gate=one_look))
+    ref = reg.push(make_mask())
+    last = reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8), gate=one_look))
+    assert last.verdict.decision == "undecided" and last.verdict.next_look is None
+    with pytest.raises(ValueError, match=r"^org/m@1: report refused: it is look 1, but this candidate's next look must "
+                                         r"be in 2\.\.1 \(its plan is used up: push the mask again for a fresh plan\); "
+                                         r"validate again to continue its sequential plan$"):
+        reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8), gate=one_look))
+
+
+def test_an_existing_mask_object_with_other_bytes_refuses_the_push(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    mask = make_mask()
+    key = f"org/m/masks/{mask.sha256()}.safetensors"
+    backend.overwrite(key, b"something else")
+    with pytest.raises(RegistryError, match=f"^{re.escape(reg.store.url)}/{key} exists with other content; the registry is "
+                                            "damaged, repair that object$"):
+        reg.push(mask)
+    assert reg.store.list("org/m/versions/") == []
+
+
+def test_manifest_needs_a_version_and_checks_the_refs_model_hash(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    reg.push(make_mask())
+    with pytest.raises(ValueError, match="^org/m names no version; use org/name@VERSION$"):
+        reg.manifest(MaskRef("org/m"))
+    with pytest.raises(RegistryError, match="^org/m@1: mask was learned for model hash abc, this model is def; learn "
+                                            "a mask for this model$"):
+        reg.manifest(MaskRef("org/m", "def", 1))
+    assert reg.manifest(MaskRef("org/m", "abc", 1)).version == 1
+
+
+def test_location_is_where_the_mask_object_is(backend: Backend) -> None:
+    from pathlib import Path
+
+    reg = MaskRegistry(backend.url)
+    mask = make_mask()
+    m = reg.manifest(reg.push(mask))
+    where = reg.location(m)
+    if backend.name == "local":
+        assert Path(where).read_bytes() == mask.to_bytes()
+    else:
+        assert where == f"{backend.url}/{m.mask_key}" == MaskRegistry(backend.url + "/").location(m)
+
+
+def test_resolve_and_pull_path_honour_the_version_and_model_hash(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    reg.push(make_mask(model_hash="abc"))
+    reg.push(make_mask(model_hash="def"))
+    assert reg.resolve(MaskRef("org/m", version=1)) == MaskRef("org/m", "abc", 1)
+    assert reg.resolve(MaskRef("org/m", "abc")) == MaskRef("org/m", "abc", 1)
+    with pytest.raises(RegistryError, match="learned for model hash def, this model is abc"):
+        reg.resolve(MaskRef("org/m", "abc", 2))
+    with pytest.raises(RegistryError, match="learned for model hash def, this model is abc"):
+        reg.pull_path("org/m", 2, model_hash="abc", allow_unaccepted=True)
+    assert reg.show("org/m", 2).ref == MaskRef("org/m", "def", 2)
+
+
+def test_model_ids_lists_each_valid_id_once_and_skips_foreign_folders(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    assert reg.model_ids() == []
+    for model_id in ("org/zeta", "org/m", "org/m"):
+        reg.push(make_mask(model_id=model_id))
+    backend.overwrite("_junk/x/versions/000001/manifest.json", reg.store.get("org/m/versions/000001/manifest.json"))
+    assert reg.model_ids() == ["org/m", "org/zeta"]
+
+
+def test_list_reads_one_listing_and_keeps_what_a_damaged_row_could_read(backend: Backend) -> None:
+    """One LIST of the model's versions serves the version numbers and the report counts (one snapshot);
+    a row damaged by its status keeps its manifest and report count, one damaged by its manifest has none."""
+    reg = MaskRegistry(backend.url)
+    for tag in range(3):
+        judge(reg, reg.push(make_mask(tag=tag)))
+    backend.overwrite("org/m/versions/000002/status.json", b'"accepted"')
+    backend.overwrite("org/m/versions/000003/manifest.json", b"[1, 2]")
+    reg.store = HookedStore(reg.store)
+    rows = reg.list("org/m")
+    assert [p for p in reg.store.listed if not p.startswith("_registry/")] == ["org/m/versions/"]
+    assert [(r.status, r.reports) for r in rows] == [(Status.ACCEPTED, 1), (None, 1), (None, 1)]
+    assert rows[1].manifest == reg.manifest(MaskRef("org/m", version=2)) and rows[2].manifest is None
+    assert rows[1].damaged == "org/m@2 status is str, not a JSON object"
+    assert rows[2].damaged == "org/m@3 manifest is list, not a JSON object"
+
+
+def test_a_manifest_copied_from_another_version_of_the_same_model_is_refused(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    first = reg.push(make_mask(tag=0))
+    reg.push(make_mask(tag=1))
+    backend.overwrite("org/m/versions/000002/manifest.json", reg.store.get("org/m/versions/000001/manifest.json"))
+    with pytest.raises(DamagedRecord, match=f"^org/m@2 manifest names org/m@1 \\({reg.manifest(first).mask_key}\\): "
+                                            "it was copied from elsewhere; the registry is damaged$"):
+        reg.pull("org/m", 2, allow_unaccepted=True)
+
+
+DAMAGED = ": that decision is damaged and the version is not served; re-push the mask and validate it"
+
+
+def test_why_a_decision_cannot_stand_is_said_in_full(backend: Backend) -> None:
+    from registry.records import Decision
+
+    reg = MaskRegistry(backend.url)
+    refs = [reg.push(make_mask(tag=t)) for t in range(3)]
+    for ref in refs:
+        judge(reg, ref)
+    shas = [reg.manifest(r).mask_sha256 for r in refs]
+    backend.overwrite("org/m/versions/000001/status.json",
+                      Decision(Status.ACCEPTED, 5, shas[0], "2026-01-01T00:00:00+00:00").to_json())
+    backend.overwrite("org/m/versions/000002/status.json",
+                      Decision(Status.ACCEPTED, 1, shas[0], "2026-01-01T00:00:00+00:00").to_json())
+    backend.overwrite("org/m/versions/000003/reports/0001.json", b"[1]")
+    assert [r.damaged for r in reg.list("org/m")] == [
+        "org/m@1 is marked accepted but has no report 5" + DAMAGED,
+        f"org/m@2 is marked accepted but its status names mask {shas[0][:12]}, not {shas[1][:12]}" + DAMAGED,
+        "org/m@3 is marked accepted but report 1 is list, not a JSON object" + DAMAGED]
+    assert [r.problem for r in reg.show("org/m", 3).reports] == ["org/m@3 report 1 is list, not a JSON object"]
+
+
+def test_a_missing_or_unreadable_mask_object_and_an_unwritable_cache_are_one_line(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from registry import layout
+
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask(model_hash=LONG_HASH))
+    m = reg.manifest(ref)
+    garbage = b"not a safetensors file"
+    sha = hashlib.sha256(garbage).hexdigest()
+    backend.overwrite(layout.mask_key("org/m", sha), garbage)
+    backend.overwrite("org/m/versions/000001/manifest.json",
+                      replace(m, mask_sha256=sha, mask_key=layout.mask_key("org/m", sha)).to_json())
+    with pytest.raises(DamagedRecord, match=r"^the mask file of org/m@1 is not a readable mask \(.+\); the registry "
+                                            r"is damaged$"):
+        reg.pull("org/m", 1, allow_unaccepted=True)
+    backend.overwrite("org/m/versions/000001/manifest.json", replace(m, model_hash=OTHER_HASH).to_json())
+    with pytest.raises(DamagedRecord, match=f"^the mask file of org/m@1 names model org/m hash {LONG_HASH[:12]}, its "
+                                            f"manifest org/m hash {OTHER_HASH[:12]}; refusing it$"):
+        reg.pull("org/m", 1, allow_unaccepted=True)
+    backend.overwrite("org/m/versions/000001/manifest.json", m.to_json())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(RegistryError, match=f"^cannot write the mask cache {re.escape(str(blocker))}/leank/masks: .+; set "
+                                            "XDG_CACHE_HOME$"):
+        MaskRegistry(backend.url).pull("org/m", 1, allow_unaccepted=True)
+    reg.store.delete(m.mask_key)
+    with pytest.raises(RegistryError, match=f"^the mask object of org/m@1 is missing from {re.escape(reg.store.url)}; the "
+                                            "registry is damaged$"):
+        MaskRegistry(backend.url).pull("org/m", 1, allow_unaccepted=True)
