@@ -674,7 +674,7 @@ def test_manifest_needs_a_version_and_checks_the_refs_model_hash(backend: Backen
     assert reg.manifest(MaskRef("org/m", "abc", 1)).version == 1
 
 
-def test_location_is_where_the_mask_object_is(backend: Backend) -> None:
+def test_location_is_where_the_mask_object_is(backend: Backend, tmp_path) -> None:
     from pathlib import Path
 
     reg = MaskRegistry(backend.url)
@@ -683,6 +683,9 @@ def test_location_is_where_the_mask_object_is(backend: Backend) -> None:
     where = reg.location(m)
     if backend.name == "local":
         assert Path(where).read_bytes() == mask.to_bytes()
+        for name in ("storeX", "store "):  # only a trailing slash is trimmed from the registry's URL
+            elsewhere = MaskRegistry(str(tmp_path / name))
+            assert Path(elsewhere.location(elsewhere.manifest(elsewhere.push(mask)))).read_bytes() == mask.to_bytes()
     else:
         assert where == f"{backend.url}/{m.mask_key}" == MaskRegistry(backend.url + "/").location(m)
 
@@ -711,7 +714,8 @@ def test_model_ids_lists_each_valid_id_once_and_skips_foreign_folders(backend: B
 
 def test_list_reads_one_listing_and_keeps_what_a_damaged_row_could_read(backend: Backend) -> None:
     """One LIST of the model's versions serves the version numbers and the report counts (one snapshot);
-    a row damaged by its status keeps its manifest and report count, one damaged by its manifest has none."""
+    a row damaged by its status keeps its manifest and report count, one damaged by its manifest has none.
+    Push and pull, too, list only the model's own versions, never the whole store."""
     reg = MaskRegistry(backend.url)
     for tag in range(3):
         judge(reg, reg.push(make_mask(tag=tag)))
@@ -724,6 +728,10 @@ def test_list_reads_one_listing_and_keeps_what_a_damaged_row_could_read(backend:
     assert rows[1].manifest == reg.manifest(MaskRef("org/m", version=2)) and rows[2].manifest is None
     assert rows[1].damaged == "org/m@2 status is str, not a JSON object"
     assert rows[2].damaged == "org/m@3 manifest is list, not a JSON object"
+    reg.store.listed.clear()
+    reg.push(make_mask(tag=9))
+    reg.pull("org/m")
+    assert {p for p in reg.store.listed if not p.startswith("_registry/")} == {"org/m/versions/"}
 
 
 def test_a_manifest_copied_from_another_version_of_the_same_model_is_refused(backend: Backend) -> None:
@@ -757,6 +765,15 @@ def test_why_a_decision_cannot_stand_is_said_in_full(backend: Backend) -> None:
         f"org/m@2 is marked accepted but its status names mask {shas[0][:12]}, not {shas[1][:12]}" + DAMAGED,
         "org/m@3 is marked accepted but report 1 is list, not a JSON object" + DAMAGED]
     assert [r.problem for r in reg.show("org/m", 3).reports] == ["org/m@3 report 1 is list, not a JSON object"]
+
+
+def test_a_stray_file_among_the_reports_is_no_report(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    judge(reg, ref)
+    backend.overwrite("org/m/versions/000001/reports/notes.txt", b"written by hand")
+    assert [r.report_id for r in reg.show("org/m", 1).reports] == [1]
+    assert judge(reg, ref).report_id == 2
 
 
 def test_a_missing_or_unreadable_mask_object_and_an_unwritable_cache_are_one_line(
