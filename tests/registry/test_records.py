@@ -13,10 +13,10 @@ WHERE = "org/m@1 manifest"
 
 
 def manifest(**changes) -> Manifest:
-    fields = dict(model_id="org/m", model_hash="abc", mask_sha256="0" * 64, mask_key="org/m/masks/" + "0" * 64
-                  + ".safetensors", version=1, shape=(1, 2, 16), ratio=0.25, align=16, sink=4, recent=8,
-                  k_fraction_kept=0.75, code_version="0.1.0", created="2026-01-01T00:00:00+00:00",
-                  provenance={"data_recipe": "synthetic-v1"})
+    fields = {"model_id": "org/m", "model_hash": "abc", "mask_sha256": "0" * 64,
+              "mask_key": f"org/m/masks/{'0' * 64}.safetensors", "version": 1, "shape": (1, 2, 16), "ratio": 0.25,
+              "align": 16, "sink": 4, "recent": 8, "k_fraction_kept": 0.75, "code_version": "0.1.0",
+              "created": "2026-01-01T00:00:00+00:00", "provenance": {"data_recipe": "synthetic-v1"}}
     return Manifest(**{**fields, **changes})
 
 
