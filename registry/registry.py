@@ -420,9 +420,11 @@ class MaskRegistry:
             signed = self._report(ref, report_id)
         except DamagedRecord as e:
             return ReportEntry(report_id, None, str(e))
+        if trust.policy is None:  # no keys to check against: the damaged policy is the problem
+            return ReportEntry(report_id, signed, trust.problem)
         problem = self._report_problem(ref, manifest, signed, trust)
-        if problem or trust.policy is None:
-            return ReportEntry(report_id, signed, problem or trust.problem)
+        if problem:
+            return ReportEntry(report_id, signed, problem)
         return ReportEntry(report_id, signed, None, trust.policy.verdict(signed.report))
 
     def _select(self, model_id: str, version: int | None, model_hash: str | None,

@@ -6,6 +6,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import threading
 from dataclasses import replace
 
@@ -374,3 +375,437 @@ def test_an_untrusted_report_is_shown_with_its_problem(backend: Backend, tmp_pat
     reg.store.create("org/m/versions/000001/reports/0001.json", report_for(reg, ref, signer=intruder).to_json())
     [entry] = reg.show("org/m", 1).to_dict()["reports"]
     assert entry["trusted"] is False and entry["problem"] and entry["signed_by"] == intruder.public_key
+
+
+# -- defaults, messages and edge cases of the public methods (mutation survivors, issue 22) -------------------
+
+LONG_HASH, OTHER_HASH = "0123456789abcdef", "0123456789abXXXX"  # equal in their first 12 characters only
+
+
+class HookedStore:
+    """Delegates to a real store; ``hide`` drops listed keys containing it (a listing that lags behind
+    the writes), ``before_create(key)`` runs before each create (another writer acting first)."""
+
+    def __init__(self, store, hide: str | None = None, before_create=None) -> None:
+        self.store, self.url, self.hide, self.before_create = store, store.url, hide, before_create
+        self.listed: list[str] = []
+
+    def create(self, key: str, data: bytes) -> bool:
+        if self.before_create:
+            self.before_create(key)
+        return self.store.create(key, data)
+
+    def get(self, key: str) -> bytes | None:
+        return self.store.get(key)
+
+    def list(self, prefix: str) -> list[str]:
+        self.listed.append(prefix)
+        return [k for k in self.store.list(prefix) if not (self.hide and self.hide in k)]
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+
+def test_cache_and_default_registry_live_under_xdg_cache_home_else_home_dot_cache(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, backend: Backend) -> None:
+    """The XDG base-directory convention: $XDG_CACHE_HOME, or ~/.cache when it is unset or empty."""
+    from registry.registry import cache_root, default_url
+
+    ref = MaskRegistry(backend.url).push(make_mask())
+    path = MaskRegistry(backend.url).pull_path("org/m", ref.version, allow_unaccepted=True)
+    assert path == tmp_path / "cache" / "leank" / "masks" / f"{make_mask().sha256()}.safetensors"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for unset in (lambda: monkeypatch.delenv("XDG_CACHE_HOME"), lambda: monkeypatch.setenv("XDG_CACHE_HOME", "")):
+        unset()
+        assert cache_root() == tmp_path / "home" / ".cache" / "leank"
+        assert default_url() == str(tmp_path / "home" / ".cache" / "leank" / "registry")
+        assert MaskRegistry(backend.url).cache_dir == tmp_path / "home" / ".cache" / "leank" / "masks"
+
+
+def test_the_manifest_records_the_installed_leank_version_else_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    from registry import registry as module
+
+    monkeypatch.setattr(module.metadata, "version", lambda name: f"version of {name}")
+    assert module.code_version() == "version of leank"
+
+    def missing(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(module.metadata, "version", missing)
+    assert module.code_version() == "unknown"
+
+
+def test_created_and_decided_are_utc_timestamps(backend: Backend) -> None:
+    from datetime import datetime, timedelta
+
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    judge(reg, ref)
+    shown = reg.show("org/m", 1)
+    for stamp in (shown.manifest.created, shown.decision.decided):
+        assert datetime.fromisoformat(stamp).utcoffset() == timedelta(0)
+
+
+def test_a_trust_without_policy_refuses_with_its_problem_or_says_the_policy_is_unreadable() -> None:
+    from registry.registry import Trust
+
+    with pytest.raises(DamagedRecord, match="^the registry policy is unreadable$"):
+        Trust(None, frozenset(), "").require()
+    with pytest.raises(DamagedRecord, match="^policy 7 is list$"):
+        Trust(None, frozenset(), "", problem="policy 7 is list").require()
+
+
+def test_a_policy_that_vanishes_while_read_says_retry(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    reg.store = HookedStore(reg.store)
+    reg.store.get = lambda key: None  # listed, then deleted before the read
+    with pytest.raises(RegistryError, match=r"^the registry policy _registry/policy/000001\.json vanished while "
+                                            r"being read; retry$"):
+        reg.policy()
+
+
+def test_policies_are_numbered_from_one_without_gaps(bare_backend: Backend, signer) -> None:
+    from .conftest import trusting_policy
+
+    reg = MaskRegistry(bare_backend.url)
+    for _ in range(2):
+        reg.update_policy(lambda _: trusting_policy(signer))
+    assert reg.store.list("_registry/") == ["_registry/policy/000001.json", "_registry/policy/000002.json"]
+    assert reg.policy() == trusting_policy(signer)
+
+
+def test_push_refusals_are_one_line_saying_what_to_do(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    with pytest.raises(ValueError, match=r"^the manifest must be a JSON object \(dict\), got list$"):
+        reg.push(make_mask(), ["training_config"])
+    with pytest.raises(ValueError, match=r"^the mask has no model hash; set it \(LeanKMask\.with_identity\) before "
+                                         r"pushing$"):
+        reg.push(make_mask(model_hash=""))
+    with pytest.raises(ValueError, match="^manifest keys created, status, version are set by the registry; leave "
+                                         "them out$"):
+        reg.push(make_mask(), {"version": 3, "status": "accepted", "created": "now", "source": "ok"})
+    assert reg.store.list("org/") == []
+
+
+def test_a_push_whose_listing_lags_takes_the_next_free_number(backend: Backend) -> None:
+    """Version numbers are claimed by conditional creates: a pusher that does not yet see version 1 (another
+    pusher's, just written) tries 1, loses, and takes 2 — no number skipped."""
+    reg = MaskRegistry(backend.url)
+    reg.push(make_mask(tag=0))
+    lagging = MaskRegistry(backend.url)
+    lagging.store = HookedStore(lagging.store, hide="manifest.json")
+    assert lagging.push(make_mask(tag=1)).version == 2
+    assert [r.version for r in reg.list("org/m")] == [1, 2]
+
+
+def test_a_report_attached_with_a_lagging_listing_takes_the_next_free_number(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    judge(reg, ref, passed=False)
+    lagging = MaskRegistry(backend.url)
+    lagging.store = HookedStore(lagging.store, hide="/reports/")
+    assert judge(lagging, ref).report_id == 2
+    assert [r.report_id for r in reg.show("org/m", 1).reports] == [1, 2]
+
+
+def test_a_judgement_names_the_version_its_report_and_whether_it_decided(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    first = reg.judge(ref, report_for(reg, ref))
+    again = reg.judge(ref, report_for(reg, ref, passed=False))
+    assert (first.ref, first.report_id, first.status, first.decided_now, first.verdict.accepted) == (
+        ref, 1, Status.ACCEPTED, True, True)
+    assert (again.ref, again.report_id, again.status, again.decided_now, again.verdict.decision) == (
+        ref, 2, Status.ACCEPTED, False, "rejected")
+
+
+def test_a_judge_that_loses_the_race_to_decide_reports_the_winners_decision(backend: Backend) -> None:
+    """Two judges of one candidate: the decision is made once; the loser keeps its report and says
+    what the winner decided, not what it would have."""
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    failing = report_for(reg, ref, passed=False)
+
+    def rival_decides_first(key: str) -> None:
+        if key.endswith("status.json") and not reg.store.list("org/m/versions/000001/status"):
+            assert MaskRegistry(backend.url).judge(ref, failing).decided_now
+
+    racing = MaskRegistry(backend.url)
+    racing.store = HookedStore(racing.store, before_create=rival_decides_first)
+    lost = racing.judge(ref, report_for(reg, ref))
+    assert (lost.ref, lost.report_id, lost.status, lost.decided_now, lost.verdict.accepted) == (
+        ref, 1, Status.REJECTED, False, True)
+    assert reg.show("org/m", 1).decision.report_id == 2
+
+
+def test_the_model_card_is_written_for_the_accepted_version_only(backend: Backend) -> None:
+    from registry.card import model_card
+
+    reg = MaskRegistry(backend.url)
+    good, bad = reg.push(make_mask(tag=0)), reg.push(make_mask(tag=1))
+    judge(reg, good)
+    judge(reg, bad, passed=False)
+    assert reg.store.get("org/m/versions/000001/README.md") == model_card(reg.show("org/m", 1)).encode()
+    assert reg.store.get("org/m/versions/000002/README.md") is None
+    assert [k for k in reg.store.list("") if k.endswith("README.md")] == ["org/m/versions/000001/README.md"]
+
+
+def test_judge_names_each_gap_in_the_required_suite(backend: Backend) -> None:
+    from registry import Suite
+
+    reg = MaskRegistry(backend.url)
+    reg.update_policy(lambda p: replace(p, suite=Suite(tasks=("passkey", "niah"), lengths=(512,), min_samples=3)))
+    ref = reg.push(make_mask())
+    with pytest.raises(ValueError, match=r"^org/m@1: the report does not cover the registry's required suite "
+                                         r"\(niah@512: 0 of 3 samples; passkey@512: 2 of 3 samples\); validate with "
+                                         r"the tasks, lengths and samples of `leank registry policy show`$"):
+        judge(reg, ref)
+
+
+def refused(reg: MaskRegistry, ref: MaskRef, report, problem: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(f'{ref}: report refused: {problem}')}$"):
+        reg.judge(ref, report)
+    assert reg.show(ref.model_id, ref.version).reports == ()
+
+
+def test_judge_says_exactly_why_a_report_is_no_evidence(backend: Backend, tmp_path) -> None:
+    from registry import SignedReport, generate_key
+    from registry.signing import short
+
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask(model_hash=LONG_HASH))
+    m = reg.manifest(ref)
+    other = make_mask(tag=9).sha256()
+    refused(reg, ref, report_for(reg, ref, mask_sha256=other),
+            f"the report judged mask {other[:12]}, not org/m@1's mask {m.mask_sha256[:12]}; validate that version's mask")
+    refused(reg, ref, report_for(reg, ref, model_hash=OTHER_HASH),
+            f"it judged model hash {OTHER_HASH[:12]}, the manifest says {LONG_HASH[:12]}")
+    refused(reg, ref, report_for(reg, ref, manifest_sha256="0" * 64), "the manifest changed after the report was signed")
+    genuine = report_for(reg, ref)
+    edited = SignedReport(replace(genuine.report, look=2), genuine.key, genuine.signature)
+    refused(reg, ref, edited, "its signature does not match its content (edited after signing)")
+    stranger, second = generate_key(tmp_path / "stranger.key"), generate_key(tmp_path / "second.key")
+    policy = reg.update_policy(lambda p: replace(p, trusted_keys=(*p.trusted_keys, second.public_key)))
+    keys = ", ".join(short(k) for k in sorted(policy.trusted_keys))
+    refused(reg, ref, report_for(reg, ref, signer=stranger),
+            f"it is signed by key {short(stranger.public_key)}, which is not among the registry policy's keys ({keys})")
+    assert len(policy.trusted_keys) == 2
+
+
+def test_a_reader_that_trusts_no_key_says_none(bare_backend: Backend, signer, monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path) -> None:
+    from registry.signing import SIGNING_KEY_ENV, short
+
+    reg = MaskRegistry(bare_backend.url)
+    ref = reg.push(make_mask())
+    report = report_for(reg, ref, signer=signer)
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(tmp_path / "no-such.key"))
+    refused(reg, ref, report, f"it is signed by key {short(signer.public_key)}, which is not among this reader's own "
+                              "and pinned keys (the registry has no policy) (none)")
+
+
+def test_a_damaged_policy_is_what_show_blames_for_each_report(backend: Backend) -> None:
+    """With the policy unreadable no key is trusted or distrusted: every report's problem is the policy, not
+    its key (this once said "not among  (none)")."""
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    judge(reg, ref)
+    backend.overwrite("_registry/policy/000002.json", b"[1]")
+    problem = ("registry policy _registry/policy/000002.json is list, not a JSON object; its owner runs leank "
+               "registry policy set")
+    shown = reg.show("org/m", 1)
+    assert shown.problem == problem and [r.problem for r in shown.reports] == [problem]
+    assert shown.reports[0].signed is not None and shown.reports[0].passed is None
+
+
+def test_a_looks_message_says_the_allowed_range_and_what_to_do(backend: Backend) -> None:
+    from .test_looks import LENIENT, noisy_rows
+
+    reg = MaskRegistry(backend.url)
+    reg.update_policy(lambda p: replace(p, gate=LENIENT))
+    ref = reg.push(make_mask())
+    first = reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8), gate=LENIENT))
+    assert first.verdict.decision == "undecided"
+    with pytest.raises(ValueError, match=r"^org/m@1: report refused: it is look 1, but this candidate's next look must "
+                                         r"be in 2\.\.4; validate again to continue its sequential plan$"):
+        reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8), gate=LENIENT))
+    with pytest.raises(ValueError, match="^org/m@1: report refused: look 2 drops samples of look 1; a later look "
+                                         "keeps every earlier sample$"):
+        reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8, first_index=8), look=2, gate=LENIENT))
+    same = reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8), look=2, gate=LENIENT))  # keeps every sample
+    assert same.report_id == 2 and same.status == Status.CANDIDATE
+
+
+def test_a_candidate_whose_last_look_was_undecided_must_be_pushed_again(backend: Backend) -> None:
+    from registry import GatePolicy
+
+    from .test_looks import noisy_rows
+
+    one_look = GatePolicy(mean_margin=5.0, cell_margin=20.0, looks=1)
+    reg = MaskRegistry(backend.url)
+    reg.update_policy(lambda p: replace(p, gate=one_look))
+    ref = reg.push(make_mask())
+    last = reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8), gate=one_look))
+    assert last.verdict.decision == "undecided" and last.verdict.next_look is None
+    with pytest.raises(ValueError, match=r"^org/m@1: report refused: it is look 1, but this candidate's next look must "
+                                         r"be in 2\.\.1 \(its plan is used up: push the mask again for a fresh plan\); "
+                                         r"validate again to continue its sequential plan$"):
+        reg.judge(ref, report_for(reg, ref, rows=noisy_rows(8), gate=one_look))
+
+
+def test_an_existing_mask_object_with_other_bytes_refuses_the_push(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    mask = make_mask()
+    key = f"org/m/masks/{mask.sha256()}.safetensors"
+    backend.overwrite(key, b"something else")
+    with pytest.raises(RegistryError, match=f"^{re.escape(reg.store.url)}/{key} exists with other content; the registry is "
+                                            "damaged, repair that object$"):
+        reg.push(mask)
+    assert reg.store.list("org/m/versions/") == []
+
+
+def test_manifest_needs_a_version_and_checks_the_refs_model_hash(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    reg.push(make_mask())
+    with pytest.raises(ValueError, match="^org/m names no version; use org/name@VERSION$"):
+        reg.manifest(MaskRef("org/m"))
+    with pytest.raises(RegistryError, match="^org/m@1: mask was learned for model hash abc, this model is def; learn "
+                                            "a mask for this model$"):
+        reg.manifest(MaskRef("org/m", "def", 1))
+    assert reg.manifest(MaskRef("org/m", "abc", 1)).version == 1
+
+
+def test_location_is_where_the_mask_object_is(backend: Backend, tmp_path) -> None:
+    from pathlib import Path
+
+    reg = MaskRegistry(backend.url)
+    mask = make_mask()
+    m = reg.manifest(reg.push(mask))
+    where = reg.location(m)
+    if backend.name == "local":
+        assert Path(where).read_bytes() == mask.to_bytes()
+        for name in ("storeX", "store "):  # only a trailing slash is trimmed from the registry's URL
+            elsewhere = MaskRegistry(str(tmp_path / name))
+            assert Path(elsewhere.location(elsewhere.manifest(elsewhere.push(mask)))).read_bytes() == mask.to_bytes()
+    else:
+        assert where == f"{backend.url}/{m.mask_key}" == MaskRegistry(backend.url + "/").location(m)
+
+
+def test_resolve_and_pull_path_honour_the_version_and_model_hash(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    reg.push(make_mask(model_hash="abc"))
+    reg.push(make_mask(model_hash="def"))
+    assert reg.resolve(MaskRef("org/m", version=1)) == MaskRef("org/m", "abc", 1)
+    assert reg.resolve(MaskRef("org/m", "abc")) == MaskRef("org/m", "abc", 1)
+    with pytest.raises(RegistryError, match="learned for model hash def, this model is abc"):
+        reg.resolve(MaskRef("org/m", "abc", 2))
+    with pytest.raises(RegistryError, match="learned for model hash def, this model is abc"):
+        reg.pull_path("org/m", 2, model_hash="abc", allow_unaccepted=True)
+    assert reg.show("org/m", 2).ref == MaskRef("org/m", "def", 2)
+
+
+def test_model_ids_lists_each_valid_id_once_and_skips_foreign_folders(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    assert reg.model_ids() == []
+    for model_id in ("org/zeta", "org/m", "org/m"):
+        reg.push(make_mask(model_id=model_id))
+    backend.overwrite("_junk/x/versions/000001/manifest.json", reg.store.get("org/m/versions/000001/manifest.json"))
+    assert reg.model_ids() == ["org/m", "org/zeta"]
+
+
+def test_list_reads_one_listing_and_keeps_what_a_damaged_row_could_read(backend: Backend) -> None:
+    """One LIST of the model's versions serves the version numbers and the report counts (one snapshot);
+    a row damaged by its status keeps its manifest and report count, one damaged by its manifest has none.
+    Push and pull, too, list only the model's own versions, never the whole store."""
+    reg = MaskRegistry(backend.url)
+    for tag in range(3):
+        judge(reg, reg.push(make_mask(tag=tag)))
+    backend.overwrite("org/m/versions/000002/status.json", b'"accepted"')
+    backend.overwrite("org/m/versions/000003/manifest.json", b"[1, 2]")
+    reg.store = HookedStore(reg.store)
+    rows = reg.list("org/m")
+    assert [p for p in reg.store.listed if not p.startswith("_registry/")] == ["org/m/versions/"]
+    assert [(r.status, r.reports) for r in rows] == [(Status.ACCEPTED, 1), (None, 1), (None, 1)]
+    assert rows[1].manifest == reg.manifest(MaskRef("org/m", version=2)) and rows[2].manifest is None
+    assert rows[1].damaged == "org/m@2 status is str, not a JSON object"
+    assert rows[2].damaged == "org/m@3 manifest is list, not a JSON object"
+    reg.store.listed.clear()
+    reg.push(make_mask(tag=9))
+    reg.pull("org/m")
+    assert {p for p in reg.store.listed if not p.startswith("_registry/")} == {"org/m/versions/"}
+
+
+def test_a_manifest_copied_from_another_version_of_the_same_model_is_refused(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    first = reg.push(make_mask(tag=0))
+    reg.push(make_mask(tag=1))
+    backend.overwrite("org/m/versions/000002/manifest.json", reg.store.get("org/m/versions/000001/manifest.json"))
+    with pytest.raises(DamagedRecord, match=f"^org/m@2 manifest names org/m@1 \\({reg.manifest(first).mask_key}\\): "
+                                            "it was copied from elsewhere; the registry is damaged$"):
+        reg.pull("org/m", 2, allow_unaccepted=True)
+
+
+DAMAGED = ": that decision is damaged and the version is not served; re-push the mask and validate it"
+
+
+def test_why_a_decision_cannot_stand_is_said_in_full(backend: Backend) -> None:
+    from registry.records import Decision
+
+    reg = MaskRegistry(backend.url)
+    refs = [reg.push(make_mask(tag=t)) for t in range(3)]
+    for ref in refs:
+        judge(reg, ref)
+    shas = [reg.manifest(r).mask_sha256 for r in refs]
+    backend.overwrite("org/m/versions/000001/status.json",
+                      Decision(Status.ACCEPTED, 5, shas[0], "2026-01-01T00:00:00+00:00").to_json())
+    backend.overwrite("org/m/versions/000002/status.json",
+                      Decision(Status.ACCEPTED, 1, shas[0], "2026-01-01T00:00:00+00:00").to_json())
+    backend.overwrite("org/m/versions/000003/reports/0001.json", b"[1]")
+    assert [r.damaged for r in reg.list("org/m")] == [
+        "org/m@1 is marked accepted but has no report 5" + DAMAGED,
+        f"org/m@2 is marked accepted but its status names mask {shas[0][:12]}, not {shas[1][:12]}" + DAMAGED,
+        "org/m@3 is marked accepted but report 1 is list, not a JSON object" + DAMAGED]
+    assert [r.problem for r in reg.show("org/m", 3).reports] == ["org/m@3 report 1 is list, not a JSON object"]
+
+
+def test_a_stray_file_among_the_reports_is_no_report(backend: Backend) -> None:
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask())
+    judge(reg, ref)
+    backend.overwrite("org/m/versions/000001/reports/notes.txt", b"written by hand")
+    assert [r.report_id for r in reg.show("org/m", 1).reports] == [1]
+    assert judge(reg, ref).report_id == 2
+
+
+def test_a_missing_or_unreadable_mask_object_and_an_unwritable_cache_are_one_line(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from registry import layout
+
+    reg = MaskRegistry(backend.url)
+    ref = reg.push(make_mask(model_hash=LONG_HASH))
+    m = reg.manifest(ref)
+    garbage = b"not a safetensors file"
+    sha = hashlib.sha256(garbage).hexdigest()
+    backend.overwrite(layout.mask_key("org/m", sha), garbage)
+    backend.overwrite("org/m/versions/000001/manifest.json",
+                      replace(m, mask_sha256=sha, mask_key=layout.mask_key("org/m", sha)).to_json())
+    with pytest.raises(DamagedRecord, match=r"^the mask file of org/m@1 is not a readable mask \(.+\); the registry "
+                                            r"is damaged$"):
+        reg.pull("org/m", 1, allow_unaccepted=True)
+    backend.overwrite("org/m/versions/000001/manifest.json", replace(m, model_hash=OTHER_HASH).to_json())
+    with pytest.raises(DamagedRecord, match=f"^the mask file of org/m@1 names model org/m hash {LONG_HASH[:12]}, its "
+                                            f"manifest org/m hash {OTHER_HASH[:12]}; refusing it$"):
+        reg.pull("org/m", 1, allow_unaccepted=True)
+    backend.overwrite("org/m/versions/000001/manifest.json", m.to_json())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(RegistryError, match=f"^cannot write the mask cache {re.escape(str(blocker))}/leank/masks: .+; set "
+                                            "XDG_CACHE_HOME$"):
+        MaskRegistry(backend.url).pull("org/m", 1, allow_unaccepted=True)
+    reg.store.delete(m.mask_key)
+    with pytest.raises(RegistryError, match=f"^the mask object of org/m@1 is missing from {re.escape(reg.store.url)}; the "
+                                            "registry is damaged$"):
+        MaskRegistry(backend.url).pull("org/m", 1, allow_unaccepted=True)
