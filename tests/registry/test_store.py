@@ -344,7 +344,8 @@ def test_an_s3_url_without_a_bucket_is_refused() -> None:
 class ErrorEndpoint:
     """An S3-compatible endpoint that answers every request with one error document, counting them."""
 
-    def __init__(self, status: int, error: str) -> None:
+    def __init__(self, status: int, error: str | None) -> None:
+        """``error``: the XML inside <Error>, or None for a response without a body."""
         self.requests = 0
         endpoint = self
 
@@ -354,7 +355,7 @@ class ErrorEndpoint:
             def _answer(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 endpoint.requests += 1
-                body = f"<?xml version='1.0' encoding='UTF-8'?><Error>{error}</Error>".encode()
+                body = b"" if error is None else f"<?xml version='1.0' encoding='UTF-8'?><Error>{error}</Error>".encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(body)))
@@ -368,7 +369,7 @@ class ErrorEndpoint:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -404,3 +405,10 @@ def test_create_gives_up_after_five_conflicting_writes(error_endpoint: ErrorEndp
     text = one_line_error(lambda: open_store("s3://bucket/p").create("org/a", b"x"))
     assert text == "S3 kept reporting conflicting writes to s3://bucket/p/org/a; retry the command"
     assert error_endpoint.requests == 5
+
+
+@pytest.mark.parametrize("error_endpoint", [(404, None)], indirect=True)
+def test_a_bare_404_is_a_missing_object(error_endpoint: ErrorEndpoint) -> None:
+    """An S3-compatible server may answer a GET of a missing key with 404 and no body (botocore then
+    reports the code '404'): that is an absent key, not a failure."""
+    assert open_store("s3://bucket/p").get("org/a") is None
