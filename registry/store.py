@@ -222,7 +222,8 @@ class S3Store:
                 "AWS_ENDPOINT_URL and the network"
             ) from None
         except bx.BotoCoreError as e:
-            raise RegistryError(f"S3 request to {self.url} failed: {redact_text(str(e))}") from None
+            # botocore's text can span lines (a parameter validation lists each problem): keep one line
+            raise RegistryError(f"S3 request to {self.url} failed: {' '.join(redact_text(str(e)).split())}") from None
 
     def _client_error(self, code: str, message: str, key: str) -> RegistryError:
         endpoint = redact_url(self.client.meta.endpoint_url)
