@@ -93,8 +93,6 @@ def test_verdict_is_recomputed_from_the_pairs_not_read_from_the_report() -> None
     assert verdict.reasons[0] == "required suite not covered: passkey@512: 1 of 2 samples"
 
 
-# Plain tests, not parametrized: the mutation run selects with `-k "not s3"`, which also drops
-# parametrize ids such as `kwargs3` or `suite3`.
 def test_suite_values_are_checked_by_type_and_value_not_by_truthiness() -> None:
     """Task names are non-empty strings; lengths and min_samples are ints (not floats, not bools) >= 1,
     and 1 itself is allowed."""

@@ -201,8 +201,7 @@ def test_redact_url_hides_user_parts_and_secret_query_values(url: str, shown: st
 
 def test_redaction_edge_cases_leak_nothing_and_keep_the_rest() -> None:
     """An unescaped '@' inside the secret still hides all of it (the host follows the last '@'); blank
-    query values are kept as they were; a URL that cannot be parsed is shown as nothing but ***.
-    (Not parametrized: the mutation run deselects test ids containing 's3'.)"""
+    query values are kept as they were; a URL that cannot be parsed is shown as nothing but ***."""
     assert redact_url("s3://AKIA:se@cret@bucket/p") == "s3://***@bucket/p"
     assert redact_url("s3://bucket/runs?region=&secret_key=S") == "s3://bucket/runs?region=&secret_key=***"
     assert redact_url("s3://[bucket/runs?secret_key=S") == "***"
