@@ -192,14 +192,7 @@ class MaskRegistry:
     # -- policy (admin) ------------------------------------------------------------------
     def policy(self) -> Policy:
         """The newest stored policy, or :data:`DEFAULT_POLICY` if none was ever set."""
-        numbers = self._policy_numbers()
-        if not numbers:
-            return DEFAULT_POLICY
-        key = layout.policy_key(numbers[-1])
-        data = self.store.get(key)
-        if data is None:
-            raise RegistryError(f"the registry policy {key} vanished while being read; retry")
-        return Policy.from_json(data, f"registry policy {key}")
+        return self._newest_policy(self._policy_numbers())
 
     def update_policy(self, change: Callable[[Policy], Policy]) -> Policy:
         """Store ``change(current policy)`` as the next policy (``leank registry policy set``).
@@ -209,8 +202,7 @@ class MaskRegistry:
         """
         while True:
             numbers = self._policy_numbers()
-            current = self.policy() if numbers else DEFAULT_POLICY
-            new = change(current)
+            new = change(self._newest_policy(numbers))
             if self.store.create(layout.policy_key((numbers[-1] if numbers else 0) + 1), new.to_json()):
                 return new
 
@@ -219,17 +211,28 @@ class MaskRegistry:
         pins, the pinned ones among them; a registry without a policy: the reader's pinned keys
         and its own validator key."""
         pins = pinned_keys()
-        if not self._policy_numbers():
+        numbers = self._policy_numbers()
+        if not numbers:
             own = own_public_key()
             return Trust(DEFAULT_POLICY, (pins or frozenset()) | ({own} if own else frozenset()),
                          "this reader's own and pinned keys (the registry has no policy)")
         try:
-            policy = self.policy()
+            policy = self._newest_policy(numbers)
         except DamagedRecord as e:
             return Trust(None, frozenset(), "", problem=f"{e}; its owner runs leank registry policy set")
         if pins is None:
             return Trust(policy, frozenset(policy.trusted_keys), "the registry policy's keys")
         return Trust(policy, frozenset(policy.trusted_keys) & pins, "the registry policy's keys this reader pins")
+
+    def _newest_policy(self, numbers: list[int]) -> Policy:
+        """The policy stored under the last of ``numbers`` (one listing serves the caller's whole decision)."""
+        if not numbers:
+            return DEFAULT_POLICY
+        key = layout.policy_key(numbers[-1])
+        data = self.store.get(key)
+        if data is None:
+            raise RegistryError(f"the registry policy {key} vanished while being read; retry")
+        return Policy.from_json(data, f"registry policy {key}")
 
     def _policy_numbers(self) -> list[int]:
         return sorted(int(m.group("number")) for k in self.store.list(layout.POLICY_DIR)

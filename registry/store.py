@@ -112,7 +112,7 @@ class LocalStore:
         return [key for key, _ in self._files(prefix)]
 
     def list_modified(self, prefix: str) -> list[tuple[str, datetime]]:
-        return [(key, datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)) for key, path in self._files(prefix)]
+        return [(key, _written(path)) for key, path in self._files(prefix)]
 
     def delete(self, key: str) -> None:
         (self.root / _check_key(key)).unlink(missing_ok=True)
@@ -121,7 +121,7 @@ class LocalStore:
         removed = []
         for path in sorted(self.root.rglob(f".*{_TEMP_SUFFIX}")) if self.root.is_dir() else []:
             try:
-                if path.is_file() and datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) < before:
+                if path.is_file() and _written(path) < before:
                     path.unlink()
                     removed.append(path.relative_to(self.root).as_posix())
             except FileNotFoundError:
@@ -134,6 +134,11 @@ class LocalStore:
             return []
         return sorted((p.relative_to(self.root).as_posix(), p) for p in base.rglob("*")
                       if p.is_file() and not p.name.endswith(_TEMP_SUFFIX))
+
+
+def _written(path: Path) -> datetime:
+    """When a local object was last written, in UTC (what S3 reports as LastModified)."""
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
 
 
 class S3Store:
@@ -236,7 +241,7 @@ class S3Store:
 
 def open_store(url: str) -> ObjectStore:
     """``s3://bucket[/prefix]`` → S3Store; anything else is a local directory path."""
-    if "://" in url and has_credentials(url):
+    if has_credentials(url):
         raise ValueError(f"registry URL {redact_url(url)!r} carries credentials; remove them and use "
                          "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role")
     if url.startswith("s3://"):
