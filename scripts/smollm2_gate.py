@@ -1,6 +1,6 @@
 """The gate on real SmolLM2 masks at 64 samples per cell, 1K–8K, on one GPU (issue 20).
 
-    PYTHONPATH=. python scripts/smollm2_gate.py --out DIR [--samples 64] [--budget-s 480]
+    PYTHONPATH=. python scripts/smollm2_gate.py --out DIR [--samples 64] [--budget-s 480] [--masks NAME ...]
 
 What the validation worker does (``leank_core.evaluation.evaluate``: batches through the decode
 engine; its dense twin for the full cache), run in one process so the full cache's run is
@@ -52,6 +52,8 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), help="context lengths (default 1K-8K)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--budget-s", type=float, default=480.0, help="start no new run after this many seconds")
+    p.add_argument("--masks", nargs="+", choices=[*MASKS, "identity"], default=[*MASKS, "identity"],
+                   help="which masks to run after the full cache, in this order (default: all)")
     args = p.parse_args()
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +62,8 @@ def main() -> None:
     model = source.load(dtype=torch.bfloat16 if device == "cuda" else torch.float32, device=device)
     tokenizer = source.tokenizer()
     masks = {name: LeanKMask.load(path) for name, path in MASKS.items()}
-    apply(model, masks["gpu_r70"])  # every mask was learned for this model: the hash check runs once
+    reference = masks["gpu_r70"]
+    apply(model, reference)  # every mask was learned for this model: the hash check runs once
     samples = cached_samples(tokenizer, "eval", TASKS, args.lengths, args.samples, SEED).to_list()
     log = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "samples": len(samples),
            "samples_per_cell": args.samples, "tasks": TASKS, "lengths": args.lengths, "runs": {},
@@ -80,9 +83,10 @@ def main() -> None:
         return rows
 
     full = run("full", None)
-    identity = LeanKMask(kept=torch.ones(masks["gpu_r70"].shape, dtype=torch.bool), sink=64, recent=256, align=16,
-                         ratio=0.0, model_id=masks["gpu_r70"].model_id, model_hash=masks["gpu_r70"].model_hash)
-    for name, mask in [*masks.items(), ("identity", identity)]:
+    masks["identity"] = LeanKMask(kept=torch.ones(reference.shape, dtype=torch.bool), sink=64, recent=256, align=16,
+                                  ratio=0.0, model_id=reference.model_id, model_hash=reference.model_hash)
+    for name in args.masks:
+        mask = masks[name]
         masked = run(f"{name}/masked", mask)
         if masked is None:
             continue
