@@ -197,6 +197,18 @@ class LeanKMask:
         kept = ranks < self.kept_counts().unsqueeze(-1)
         return replace(self, kept=kept, importance=None, extra={**self.extra, "baseline": "random", "seed": seed})
 
+    def keep_all(self) -> "LeanKMask":
+        """The full cache in this mask's window geometry: every channel kept, same sink and recent.
+
+        Validation scores the full cache with this rather than with the engine's dense twin, so
+        that a (full, masked) pair differs only in the pruned channels: the same windows give the
+        same kernel splits and summation order. Against the dense twin, a keep-all mask changed
+        2.2 % of SmolLM2's bf16 answers through rounding alone (docs/gate.md), noise the gate
+        would otherwise have to average away.
+        """
+        return replace(self, kept=torch.ones_like(self.kept), ratio=0.0, importance=None,
+                       extra={**self.extra, "baseline": "full"})
+
     def with_identity(self, model_id: str, model_hash: str) -> "LeanKMask":
         return replace(self, model_id=model_id, model_hash=model_hash)
 

@@ -199,7 +199,7 @@ def evaluate_shard(source: ModelSource, mask_bytes: bytes, samples: list[dict], 
     tokenizer = source.tokenizer()
     mask = LeanKMask.from_bytes(mask_bytes)
     apply(model, mask)
-    masks = {"full": None, "masked": mask, "random": mask.random_like(seed)}
+    masks = {"full": mask.keep_all(), "masked": mask, "random": mask.random_like(seed)}
     rows = []
     batch = batch_size or (32 if device == "cuda" else 4)
     for run in runs:

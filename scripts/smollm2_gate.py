@@ -3,9 +3,9 @@
     PYTHONPATH=. python scripts/smollm2_gate.py --out DIR [--samples 64] [--budget-s 480] [--masks NAME ...]
 
 What the validation worker does (``leank_core.evaluation.evaluate``: batches through the decode
-engine; its dense twin for the full cache), run in one process so the full cache's run is
-shared by every mask instead of repeated per mask: the eval split's samples (the GPU
-validation config's four retrieval tasks plus the eval-only families the training split never
+engine; the full cache as ``LeanKMask.keep_all`` of the masks' window geometry), run in one
+process so the full cache's run is shared by every mask instead of repeated per mask: the eval
+split's samples (the GPU validation config's four retrieval tasks plus the eval-only families the training split never
 uses) at 1K, 2K, 4K and 8K tokens, scored with the full cache once, then for each committed
 mask with the mask and with a random mask of the same per-head kept counts, and with the
 identity mask (every channel kept: what the gate must accept). Each mask gets the report
@@ -82,9 +82,10 @@ def main() -> None:
         (args.out / "log.json").write_text(json.dumps(log, indent=1))
         return rows
 
-    full = run("full", None)
-    masks["identity"] = LeanKMask(kept=torch.ones(reference.shape, dtype=torch.bool), sink=64, recent=256, align=16,
-                                  ratio=0.0, model_id=reference.model_id, model_hash=reference.model_hash)
+    if {(m.sink, m.recent) for m in masks.values()} != {(reference.sink, reference.recent)}:
+        raise SystemExit("the masks' sink/recent differ: one shared full-cache run needs one window geometry")
+    masks["identity"] = reference.keep_all()  # every channel kept: what the gate must accept
+    full = run("full", reference.keep_all())  # the full cache in the masks' geometry, as validate scores it
     for name in args.masks:
         mask = masks[name]
         masked = run(f"{name}/masked", mask)

@@ -331,6 +331,16 @@ def test_random_baseline_keeps_the_per_head_counts_but_not_the_channels():
     assert m.extra == {"training_config": {"lr": 1}}  # the learned mask's provenance is not touched
 
 
+def test_keep_all_is_the_full_cache_in_the_masks_own_window_geometry():
+    m = LeanKMask.from_importance(random_alpha((3, 4, 32)), 0.7, 8, sink=4, recent=8, model_id="org/m",
+                                  model_hash="h", extra={"training_config": {"lr": 1}})
+    full = m.keep_all()
+    assert bool(full.kept.all()) and full.kept.shape == m.kept.shape
+    assert (full.sink, full.recent, full.align, full.ratio, full.model_id, full.model_hash) == (4, 8, 8, 0.0, "org/m", "h")
+    assert full.importance is None and full.extra == {"training_config": {"lr": 1}, "baseline": "full"}
+    assert not bool(m.kept.all()) and m.extra == {"training_config": {"lr": 1}}  # the mask itself is not touched
+
+
 def test_random_baseline_channels_are_uniform():
     """Every channel is as likely to be kept: over many seeds each is kept about count / D of the time."""
     kept = torch.zeros(1, 1, 16, dtype=torch.bool)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import ByT5Tokenizer
 
 from leank_core.model_source import resolve_model
 from leank_core.mask import LeanKMask
 from leank_core.model_hash import model_hash
-from pipelines.validate import main as validate, worker_plan
+from pipelines.validate import evaluate_shard, main as validate, worker_plan
 from registry import MaskRegistry, Policy, RegistryError, Status, Suite, generate_key
 from registry.signing import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
-from tests.conftest import requires_smollm2
+from tests.conftest import requires_smollm2, tiny_model
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ARGS = ["--model", "smollm2-135m", "--tasks", "passkey", "niah_single", "--lengths", "512", "--samples", "6"]
@@ -195,3 +196,33 @@ def test_a_later_look_brings_every_earlier_cell_up_to_the_asked_count_with_fresh
         assert sorted(s["index"] for s in samples if (s["task"], s["length"]) == cell) == list(range(4, 16))
     first_look, _, _ = look_samples(tokenizer, replace(plan, tasks=("passkey",), lengths=(1024,), samples=12), None)
     assert {s["prompt"] for s in first_look}.isdisjoint(s["prompt"] for s in samples)  # fresh samples, own seed
+
+
+class TinySource:
+    """What a worker loads: a tiny random Llama and a byte tokenizer (no files)."""
+
+    def load(self, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+        return tiny_model(vocab_size=259).to(dtype)
+
+    def tokenizer(self):
+        return ByT5Tokenizer(extra_ids=0)
+
+
+def test_the_full_run_keeps_every_channel_in_the_masks_own_windows(monkeypatch):
+    """A (full, masked) pair differs only in the pruned channels: the full cache runs with the mask's sink and
+    recent (the same kernel splits), not as the engine's dense twin, whose rounding flips marginal answers."""
+    alpha = torch.rand(2, 2, 16, generator=torch.Generator().manual_seed(0))
+    mask = LeanKMask.from_importance(alpha, 0.5, 4, sink=4, recent=8, model_hash=model_hash(TinySource().load()))
+    seen = {}
+
+    def record(model, tokenizer, samples, run_mask, extra_tokens, label, batch):
+        seen[label] = run_mask
+        return []
+
+    monkeypatch.setattr("leank_core.evaluation.evaluate", record)
+    sample = {"task": "t", "length": 40, "index": 0, "answers": ["x"], "input_ids": list(range(3, 43)), "answer_ids": [5]}
+    evaluate_shard(TinySource(), mask.to_bytes(), [sample], ["full", "masked", "random"], 2, seed=1)
+    full = seen["full"]
+    assert bool(full.kept.all()) and (full.sink, full.recent, full.kept.shape) == (4, 8, mask.kept.shape)
+    assert seen["masked"].sha256() == mask.sha256()
+    assert torch.equal(seen["random"].kept_counts(), mask.kept_counts()) and seen["random"].sha256() != mask.sha256()
