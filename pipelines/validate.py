@@ -5,8 +5,9 @@
 
 Samples come from the *eval* split of ``leank_core.tasks`` (templates, haystacks and seeds
 disjoint from training). They are sharded over Ray workers (one per GPU; CPU workers
-locally); each worker runs every sample with the full cache and with the mask (and, with
-``--baseline random``, with a random mask of the same kept counts). The report (JSON + PNG)
+locally); each worker runs every sample with the full cache (``mask.keep_all()``: every
+channel, the mask's own windows, so a pair differs only in the pruned channels) and with the
+mask (and, with ``--baseline random``, with a random mask of the same kept counts). The report (JSON + PNG)
 is written locally and, for a registry mask, signed with the validator's key
 (``$LEANK_SIGNING_KEY``, made by ``leank registry keygen``) and attached to that exact
 version, which the registry then accepts or rejects under its own policy: the gate margins
