@@ -58,7 +58,7 @@ def main() -> None:
             us = kernel_us(engine, batch)
             busy = sum(us.values()) / 1e3
             print(f"\n== {name} B{batch}/{tokens // 1024}K: graph step {step_ms:.3f} ms; eager kernels {busy:.3f} ms "
-                  f"({len([k for k in us])} kernel names)")
+                  f"({len(us)} kernel names)")
             for key, value in sorted(us.items(), key=lambda kv: -kv[1])[:25]:
                 print(f"{value / 1e3:8.3f} ms  {key[:110]}")
             del engine

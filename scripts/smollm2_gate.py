@@ -84,8 +84,9 @@ def main() -> None:
 
     if {(m.sink, m.recent) for m in masks.values()} != {(reference.sink, reference.recent)}:
         raise SystemExit("the masks' sink/recent differ: one shared full-cache run needs one window geometry")
-    masks["identity"] = reference.keep_all()  # every channel kept: what the gate must accept
-    full = run("full", reference.keep_all())  # the full cache in the masks' geometry, as validate scores it
+    # the full cache in the masks' geometry, as validate scores it; as a mask, the identity the gate must accept
+    masks["identity"] = full_cache = reference.keep_all()
+    full = run("full", full_cache)
     for name in args.masks:
         mask = masks[name]
         masked = run(f"{name}/masked", mask)
