@@ -11,14 +11,17 @@ from L2 left warm by the previous one. SDPA is ``F.scaled_dot_product_attention(
 enable_gqa=True)`` on an un-expanded ``[B, H_kv, N, D]`` cache (PyTorch picks the backend).
 The dense Triton kernel is the LeanK kernel itself with every channel of every head kept.
 Bytes read count the K/V actually touched plus query and output; achieved bandwidth is compared
-with a plain device-to-device copy measured in the same process (``bandwidth.py``), and the
-LeanK speed-up with the one its bytes allow ("% byte limit").
+with the read bandwidth of plain reductions measured in the same process (``bandwidth.py``: a
+decode kernel only reads, so a copy's read + write rate is the wrong yardstick), and the LeanK
+speed-up with the one its bytes allow ("% byte limit").
 
     PYTHONPATH=. python benchmarks/decode_attention.py --out sweep.json --sweep
     PYTHONPATH=. python benchmarks/decode_attention.py --out t.json --config min_chunk=256 num_stages=3
 
 ``--sweep`` times one-change-at-a-time kernel configs (``decode_launch.DecodeConfig``) on the
-cells the targets name and prints the best; ``--config`` runs the table with overrides.
+cells the targets name, each config in its own process next to SDPA timed there (a config that
+faults the GPU is then one failed row, not the end of the sweep), and prints the best;
+``--config`` runs the table with overrides.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +41,7 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench_cudagraph
 
-from bandwidth import copy_bandwidth
+from bandwidth import copy_bandwidth, read_bandwidth
 
 from leank_core.kernels.layout import DecodeState, LayerLayout
 from leank_core.kernels.reference import decode_attention_reference
@@ -164,7 +170,7 @@ class Cell:
         return self.dense_bytes / (sum(self.leank_bytes) / self.layers)
 
 
-def run_cell(name: str, batch: int, n: int, copy_bw: float, seed: int, config: DecodeConfig) -> dict:
+def run_cell(name: str, batch: int, n: int, seed: int, config: DecodeConfig) -> dict:
     cell = Cell(name, batch, n, seed)
     record = {"model": name, "batch": batch, "tokens": n}
     if reason := cell.fits():
@@ -182,50 +188,75 @@ def run_cell(name: str, batch: int, n: int, copy_bw: float, seed: int, config: D
     for key, nbytes in (("sdpa", record["dense_bytes"]), ("dense_triton", record["dense_bytes"]),
                         ("leank", record["leank_bytes"])):
         record[f"{key}_tb_s"] = nbytes / (record[f"{key}_ms"] * 1e-3) / 1e12
-        record[f"{key}_pct_copy_bw"] = 100 * nbytes / (record[f"{key}_ms"] * 1e-3) / copy_bw
     return record
+
+
+def add_read_shares(result: dict, read_bw: float) -> None:
+    """Each variant's share of the read bandwidth. The yardstick is the fastest read seen in this process: the
+    plain readers of ``bandwidth.read_bandwidth`` or any SDPA cell of the table, so no share passes 100%."""
+    timed = [r for r in result["records"] if "skipped" not in r]
+    result["read_bw_bytes_s"] = max([read_bw] + [r["sdpa_tb_s"] * 1e12 for r in timed])
+    for r in timed:
+        for key in ("sdpa", "dense_triton", "leank"):
+            r[f"{key}_pct_read_bw"] = 100 * r[f"{key}_tb_s"] * 1e12 / result["read_bw_bytes_s"]
 
 
 # One change at a time from the default (decode_launch.CONFIG); --sweep times each on the cells the targets name.
 # A [128, 128] bf16 K tile plus its V tile is 64 KiB per pipeline stage, so at two stages one program fills most
-# of an SM's shared memory: warps, stages and tile height trade occupancy against loads in flight.
-SWEEP_CHANGES = ({}, {"min_chunk": 256}, {"min_chunk": 1024}, {"min_chunk": 2048}, {"waves": 2}, {"waves": 4},
-                 {"waves": 16}, {"num_stages": 3}, {"num_stages": 4}, {"num_warps": 8}, {"num_warps": 8, "num_stages": 3},
-                 {"num_warps": 2}, {"block_n": 64}, {"block_n": 64, "num_stages": 4}, {"block_n": 64, "num_warps": 8},
-                 {"block_n": 256}, {"dense_chunk": 128}, {"dense_chunk": 512}, {"min_chunk": 256, "num_stages": 3})
+# of an SM's shared memory: warps, stages and tile height trade occupancy against loads in flight. min_chunk only
+# binds where few tokens meet few heads (B1/8K); waves sets how many programs the split plan asks for.
+SWEEP_CHANGES = ({}, {"min_chunk": 128}, {"min_chunk": 512}, {"waves": 4}, {"waves": 16}, {"num_stages": 2},
+                 {"num_stages": 3}, {"deep_tiles": 8}, {"deep_tiles": 32}, {"num_warps": 8}, {"block_n": 64},
+                 {"block_n": 64, "min_chunk": 128}, {"dense_chunk": 128})
 # The engine's targets (issue 17) are LeanK over the dense twin at B8/32K and B4/128K, and no cell slower than SDPA.
-SWEEP_CELLS = (("llama-3.1-8b", 8, 32768), ("llama-3.1-8b", 4, 131072), ("llama-3.1-8b", 16, 32768),
-               ("llama-3.1-8b", 1, 8192), ("qwen2.5-7b", 1, 8192), ("qwen2.5-7b", 8, 32768))
+SWEEP_CELLS = (("llama-3.1-8b", 8, 32768), ("llama-3.1-8b", 4, 131072), ("llama-3.1-8b", 1, 8192),
+               ("qwen2.5-7b", 1, 8192), ("qwen2.5-7b", 8, 32768))
+
+
+def sweep_row(change: dict, seed: int) -> dict:
+    """One config's row: LeanK and dense-Triton kernel ms on each sweep cell, against SDPA timed in this process."""
+    config = CONFIG._replace(**change)
+    row = {"config": config._asdict(), "change": change, "cells": []}
+    try:
+        err = check_correctness(config)
+        problem = f"|triton - reference| = {err:.3g}" if err > MAX_ERR else None
+    except Exception as e:  # noqa: BLE001 - a tile that does not fit the SM is a result, not a crash
+        problem = f"{type(e).__name__}: {str(e)[:120]}"
+    for name, batch, n in SWEEP_CELLS:
+        key = (name, batch, n)
+        if problem:
+            row["cells"].append({"cell": key, "error": problem})
+            continue
+        c = Cell(name, batch, n, seed)
+        sdpa_ms = c.sdpa_ms()
+        speedup = sdpa_ms / (ms := c.triton_ms(config))
+        dense_ms = c.triton_ms(config, dense=True)  # the engine's dense twin runs the same kernel and config
+        row["cells"].append({"cell": key, "leank_ms": ms, "sdpa_ms": sdpa_ms, "speedup_vs_sdpa": speedup,
+                             "pct_of_byte_limit": 100 * speedup / c.byte_limit, "dense_triton_ms": dense_ms,
+                             "leank_vs_dense_triton": dense_ms / ms})
+        del c
+        torch.cuda.empty_cache()
+    return row
 
 
 def sweep(seed: int) -> dict:
-    """LeanK kernel ms for each candidate config on each sweep cell, against SDPA and the byte limit."""
-    cells = [Cell(name, batch, n, seed) for name, batch, n in SWEEP_CELLS]
-    sdpa = {(c.name, c.batch, c.n): c.sdpa_ms() for c in cells}
+    """Every config of SWEEP_CHANGES in a fresh process (a fault is that row's error); the best by min x SDPA, then
+    geomean % of the byte limit."""
     rows = []
     for change in SWEEP_CHANGES:
-        config = CONFIG._replace(**change)
-        row = {"config": config._asdict(), "change": change, "cells": []}
-        try:
-            err = check_correctness(config)
-            problem = f"|triton - reference| = {err:.3g}" if err > MAX_ERR else None
-        except Exception as e:  # noqa: BLE001 - a tile that does not fit the SM is a result, not a crash
-            problem = f"{type(e).__name__}: {str(e)[:120]}"
-        for c in cells:
-            key = (c.name, c.batch, c.n)
-            if problem:
-                row["cells"].append({"cell": key, "error": problem})
-                continue
-            speedup = sdpa[key] / (ms := c.triton_ms(config))
-            dense_ms = c.triton_ms(config, dense=True)  # the engine's dense twin runs the same kernel and config
-            row["cells"].append({"cell": key, "leank_ms": ms, "sdpa_ms": sdpa[key], "speedup_vs_sdpa": speedup,
-                                 "pct_of_byte_limit": 100 * speedup / c.byte_limit, "dense_triton_ms": dense_ms,
-                                 "leank_vs_dense_triton": dense_ms / ms})
-            torch.cuda.empty_cache()
+        run = subprocess.run([sys.executable, __file__, "--sweep-row", json.dumps(change), "--seed", str(seed),
+                              "--out", os.devnull],
+                             capture_output=True, text=True, check=False)
+        if run.returncode == 0:
+            row = json.loads(run.stdout.strip().splitlines()[-1])
+        else:
+            error = (run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[-1][:160]
+            row = {"config": CONFIG._replace(**change)._asdict(), "change": change,
+                   "cells": [{"cell": list(key), "error": error} for key in SWEEP_CELLS]}
         ok = [x for x in row["cells"] if "error" not in x]
         row["min_speedup_vs_sdpa"] = min((x["speedup_vs_sdpa"] for x in ok), default=0.0)
         row["geomean_pct_of_byte_limit"] = math.exp(sum(math.log(x["pct_of_byte_limit"]) for x in ok) / len(ok)) \
-            if len(ok) == len(cells) else 0.0
+            if len(ok) == len(SWEEP_CELLS) else 0.0
         rows.append(row)
         print(json.dumps(row), flush=True)
     best = max(rows, key=lambda r: (r["min_speedup_vs_sdpa"] >= 1, r["geomean_pct_of_byte_limit"]))
@@ -249,24 +280,25 @@ def sweep_markdown(result: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"{result['device']}, torch {result['torch']}, triton {result['triton']}. Measured device-to-device "
-             f"copy bandwidth {result['copy_bw_bytes_s'] / 1e12:.2f} TB/s (read + write, a plain >= 1 GiB copy outside "
-             f"CUDA graphs). bf16, sink {SINK}, recent {RECENT}, alignment 32; published kept-count histograms spread "
+    lines = [f"{result['device']}, torch {result['torch']}, triton {result['triton']}. "
+             f"Read bandwidth {result['read_bw_bytes_s'] / 1e12:.2f} TB/s (the fastest read-only kernel seen in this "
+             f"process: plain readers of >= 1 GiB outside CUDA graphs read {result['plain_read_bw_bytes_s'] / 1e12:.2f}, "
+             f"or an SDPA cell below; a copy reads + writes {result['copy_bw_bytes_s'] / 1e12:.2f} TB/s). bf16, sink {SINK}, recent {RECENT}, alignment 32; published kept-count histograms spread "
              "over all layers; ms = per-layer mean of all layers run back to back in a CUDA graph. Bytes = K/V actually "
              "read + q/out. % byte limit = (LeanK vs SDPA) / (dense bytes / LeanK bytes). Kernel config: "
              f"{result['config']}.", "",
              "| model | B | N | SDPA ms | dense Triton ms | LeanK ms | LeanK vs SDPA | % byte limit | LeanK vs dense "
-             "Triton | LeanK bytes / dense | SDPA TB/s | dense Triton TB/s | LeanK TB/s | LeanK % copy BW |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Triton | LeanK bytes / dense | SDPA TB/s | dense Triton TB/s | LeanK TB/s | SDPA % read BW | LeanK % read BW |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["records"]:
         head = f"| {r['model']} | {r['batch']} | {r['tokens'] // 1024}K |"
         if "skipped" in r:
-            lines.append(f"{head} skipped: {r['skipped']} ||||||||||||")
+            lines.append(f"{head} skipped: {r['skipped']} |||||||||||||")
             continue
         lines.append(f"{head} {r['sdpa_ms']:.3f} | {r['dense_triton_ms']:.3f} | {r['leank_ms']:.3f} | "
                      f"{r['speedup_vs_sdpa']:.2f}x | {r['pct_of_byte_limit']:.0f}% | {r['speedup_vs_dense_triton']:.2f}x | "
                      f"{r['bytes_ratio']:.1%} | {r['sdpa_tb_s']:.2f} | {r['dense_triton_tb_s']:.2f} | "
-                     f"{r['leank_tb_s']:.2f} | {r['leank_pct_copy_bw']:.0f}% |")
+                     f"{r['leank_tb_s']:.2f} | {r['sdpa_pct_read_bw']:.0f}% | {r['leank_pct_read_bw']:.0f}% |")
     return "\n".join(lines)
 
 
@@ -292,7 +324,12 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="instead of the table: time one-change-at-a-time kernel configs on the target cells")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sweep-row", metavar="JSON", help=argparse.SUPPRESS)  # one --sweep config, in its own process
     args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    if args.sweep_row is not None:
+        print(json.dumps(sweep_row(json.loads(args.sweep_row), args.seed)))
+        return
     if args.config and args.sweep:
         parser.error("--sweep varies the default config; leave out --config")
     try:
@@ -301,7 +338,6 @@ def main() -> None:
         parser.error(str(e))
     if not torch.cuda.is_available():
         parser.error("this benchmark times GPU kernels: run it on a machine with CUDA")
-    torch.manual_seed(args.seed)
     err = check_correctness(config)
     print(f"max |triton - reference| over the GPU check cases = {err:.3e}", flush=True)
     if err > MAX_ERR:
@@ -311,17 +347,18 @@ def main() -> None:
         result = sweep(args.seed)
         table = sweep_markdown(result)
     else:
-        copy_bw = copy_bandwidth(torch.device("cuda"))
-        print(f"copy bandwidth {copy_bw / 1e12:.2f} TB/s", flush=True)
+        copy_bw, read_bw = copy_bandwidth(torch.device("cuda")), read_bandwidth(torch.device("cuda"))
+        print(f"copy bandwidth {copy_bw / 1e12:.2f} TB/s, read bandwidth {read_bw / 1e12:.2f} TB/s", flush=True)
         result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-                  "copy_bw_bytes_s": copy_bw, "max_abs_err_vs_reference": err, "sink": SINK, "recent": RECENT,
+                  "copy_bw_bytes_s": copy_bw, "plain_read_bw_bytes_s": read_bw, "max_abs_err_vs_reference": err, "sink": SINK, "recent": RECENT,
                   "dtype": str(DTYPE), "config": config.describe(), "records": []}
         for name in args.models:
             for batch in args.batches:
                 for n in args.tokens:
-                    r = run_cell(name, batch, n, copy_bw, args.seed, config)
+                    r = run_cell(name, batch, n, args.seed, config)
                     result["records"].append(r)
                     print(json.dumps(r), flush=True)
+        add_read_shares(result, read_bw)
         table = markdown(result)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(table + "\n")

@@ -5,6 +5,8 @@
 #                                             benchmarks/decode_e2e.py (dense twin and LeanK at B8/32K)   ~4 min
 #   scripts/device_engine.sh kernels          decode-kernel config sweep (benchmarks/decode_attention.py --sweep),
 #                                             then the kernel table with the default config                ~5 min
+#   scripts/device_engine.sh memcheck         the decode kernels under compute-sanitizer memcheck (no caching
+#                                             allocator), then the kernel table                            ~5 min
 #   scripts/device_engine.sh full [MODEL...]  benchmarks/decode_e2e.py, all variants and cells, capacity figure
 #                                             (both models unless named: llama-3.1-8b qwen2.5-7b)          ~8 min
 #
@@ -44,12 +46,16 @@ case $mode in
   kernels)
     run decode_sweep.log python3 benchmarks/decode_attention.py --sweep --out "$OUT/decode_sweep.json"
     run decode_attention.log python3 benchmarks/decode_attention.py --out "$OUT/decode_attention.json" ;;
+  memcheck)
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 run memcheck.log timeout 240 compute-sanitizer --tool memcheck --print-limit 20 \
+      python3 scripts/memcheck_decode.py
+    run decode_attention.log python3 benchmarks/decode_attention.py --out "$OUT/decode_attention.json" ;;
   full)
     models=("$@")
     [ ${#models[@]} -gt 0 ] || models=(llama-3.1-8b qwen2.5-7b)
     run decode_e2e.log python3 benchmarks/decode_e2e.py --out "$OUT/decode_e2e.json" --models "${models[@]}" ;;
   *)
-    echo "usage: scripts/device_engine.sh smoke | kernels | full [MODEL...]" >&2
+    echo "usage: scripts/device_engine.sh smoke | kernels | memcheck | full [MODEL...]" >&2
     exit 2 ;;
 esac
 exit $status

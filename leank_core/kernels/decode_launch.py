@@ -10,7 +10,9 @@ so a growing cache does not recompile the kernel per size (Triton's own divisibi
 specialisation aside).
 
 The tile and split choices live in one :class:`DecodeConfig`; ``benchmarks/decode_attention.py
---sweep`` times alternatives on the GPU, and the winner becomes :data:`CONFIG`.
+--sweep`` times alternatives on the GPU, and the winner becomes :data:`CONFIG`
+(``benchmarks/results/decode_sweep.md``: 256-token minimum slices, four pipeline stages where
+slices are long).
 """
 
 from __future__ import annotations
@@ -30,12 +32,25 @@ class DecodeConfig(NamedTuple):
     """Tile sizes and split plan of the decode kernel (all multiples as the kernel needs them)."""
 
     block_n: int = 128  # tokens per tile
-    min_chunk: int = 512  # middle tokens per split, at least (a multiple of block_n): fewer partials to merge
+    min_chunk: int = 256  # middle tokens per split, at least (a multiple of block_n): fewer partials to merge
     dense_chunk: int = 256  # dense sink + recent slots per split
     waves: int = 8  # programs wanted per SM
     num_warps: int = 4
-    num_stages: int = 2
+    num_stages: int = 4  # for 16-bit caches and slices of >= deep_tiles tiles; otherwise fewer (stages_for)
+    deep_tiles: int = 16  # middle-slice tiles from which the deep pipeline pays
     merge_block: int = 64  # splits per merge step
+
+    def stages_for(self, element_size: int, slice_tiles: int) -> int:
+        """Pipeline stages for ``element_size``-byte caches whose middle slices span ``slice_tiles`` tiles.
+
+        A deep pipeline only pays when each program walks many tiles: on the H200 four stages
+        gained 2-3% where slices span >= 16 tiles and lost up to 15% at 2-8 tiles, where the
+        prologue's loads are mostly predicated off and the shared memory it takes costs occupancy
+        (``benchmarks/results/decode_sweep.md``, ``decode_attention_stages4.md``), so short slices
+        keep two. fp32 tiles take twice the shared memory of 16-bit ones, so half the stages.
+        """
+        stages = self.num_stages if slice_tiles >= self.deep_tiles else 2
+        return max(2, stages * 2 // element_size)
 
     def describe(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self._asdict().items())
@@ -45,10 +60,12 @@ CONFIG = DecodeConfig()
 
 
 class SplitPlan(NamedTuple):
-    """How one step's keys are cut into programs: ``n_mid`` middle slices per sequence, ``n_dense`` dense ones."""
+    """How one step's keys are cut into programs: ``n_mid`` middle slices per sequence, ``n_dense`` dense ones;
+    a full middle's slice spans ``slice_tiles`` tiles."""
 
     n_mid: int
     n_dense: int
+    slice_tiles: int
 
     @property
     def n_splits(self) -> int:
@@ -73,7 +90,8 @@ def split_plan(batch: int, kv_heads: int, capacity: int, dense_slots: int, devic
     no more than a full middle of ``capacity`` tokens can use at ``min_chunk`` tokens per slice."""
     want = max(1, _programs_wanted(device, config) // (batch * kv_heads))
     n_mid = min(triton.cdiv(capacity, config.min_chunk), want)
-    return SplitPlan(n_mid, triton.cdiv(dense_slots, config.dense_chunk))
+    return SplitPlan(n_mid, triton.cdiv(dense_slots, config.dense_chunk),
+                     triton.cdiv(triton.cdiv(capacity, max(n_mid, 1)), config.block_n))
 
 
 def _check(q: torch.Tensor, state: DecodeState, layout: LayerLayout, config: DecodeConfig) -> None:
@@ -107,7 +125,7 @@ def decode_attention_triton(q: torch.Tensor, state: DecodeState, layout: LayerLa
         state.mid_k.shape[1], state.mid_v.shape[1], cap,
         HKV=hkv, G=group, D=d, SINK=layout.sink, DENSE=dense,
         DENSE_CHUNK=config.dense_chunk, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=config.block_n,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        num_warps=config.num_warps, num_stages=config.stages_for(q.element_size(), plan.slice_tiles),
     )
     out = torch.empty_like(q)
     leank_merge_kernel[(b * h,)](part_acc, part_ml, out, plan.n_splits, BLOCK_S=config.merge_block, D=d)

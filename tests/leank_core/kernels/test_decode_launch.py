@@ -114,6 +114,18 @@ def test_split_plan_depends_only_on_static_shapes_and_never_cuts_below_the_minim
         assert plan.n_dense * config.dense_chunk >= 1152
 
 
+def test_deep_pipelines_only_for_long_slices_and_fewer_stages_for_wide_elements():
+    config = decode_launch.CONFIG._replace(num_stages=4, deep_tiles=16, block_n=128, min_chunk=256)
+    # Off the GPU the plan asks for 64 programs: 8 middle slices for each of 8 heads.
+    short = split_plan(1, 8, 8 * 256, 1152, torch.device("cpu"), config)
+    long = split_plan(1, 8, 8 * 160 * 128, 1152, torch.device("cpu"), config)
+    assert (short.slice_tiles, long.slice_tiles) == (2, 160)
+    assert config.stages_for(2, short.slice_tiles) == 2
+    assert config.stages_for(2, long.slice_tiles) == 4
+    assert config.stages_for(4, long.slice_tiles) == 2  # fp32 tiles take twice the shared memory
+    assert split_plan(1, 8, 0, 1152, torch.device("cpu"), config).slice_tiles == 0  # an empty middle plans no slice
+
+
 def test_a_minimum_chunk_that_is_not_whole_tiles_is_refused():
     layout = LayerLayout.from_mask(layer_mask([8, 16]), SINK, RECENT)
     state = random_state(layout, [SINK + RECENT + 10], cap=64, dtype=torch.float32)

@@ -1,0 +1,38 @@
+"""Run the decode kernels eagerly at a real shape so ``compute-sanitizer --tool memcheck`` can see every access.
+
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python3 scripts/memcheck_decode.py
+
+Why: ``decode_attention.py --sweep`` once hit an illegal memory access that did not come back when the
+same configs ran alone (``benchmarks/results/decode_sweep_crash.md``); an out-of-bounds read that lands
+in mapped memory only faults for some address layouts. Without the caching allocator every tensor is
+its own allocation, so memcheck reports any access past a buffer. Runs the GPU correctness cases (ragged
+lengths, zero and all-kept heads) and every layer of the Llama B8/32K cell, LeanK and dense.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import decode_attention as bench  # noqa: E402
+
+from leank_core.kernels.decode_launch import decode_attention_triton  # noqa: E402
+from leank_core.kernels.layout import LayerLayout  # noqa: E402
+
+
+def main() -> None:
+    print(f"max |triton - reference| = {bench.check_correctness():.3e}", flush=True)
+    cell = bench.Cell("llama-3.1-8b", 8, 32768, 0)
+    full = LayerLayout.from_mask(torch.ones(cell.kv_heads, cell.d, dtype=torch.bool), bench.SINK, bench.RECENT)
+    for name, layouts in (("leank", cell.layouts), ("dense", [full.to(bench.DEVICE)])):
+        rows, heads = max(lay.kept_channels for lay in layouts), max(lay.value_heads for lay in layouts)
+        state = bench.make_state(cell.batch, cell.kv_heads, cell.d, rows, heads, cell.lengths, cell.mid)
+        for layout in layouts:
+            decode_attention_triton(cell.q, state, layout, cell.scale)
+        torch.cuda.synchronize()
+        print(f"{name}: {len(layouts)} layers at B{cell.batch}/{cell.n} ran", flush=True)
+
+
+if __name__ == "__main__":
+    main()
