@@ -41,15 +41,19 @@ def elapsed_ms(fn: Callable[[], object], device: torch.device) -> float:
     return begin.elapsed_time(end)
 
 
+def steady_ms(fn: Callable[[], object], device: torch.device) -> float:
+    """Median of ``REPEATS`` timings of ``fn`` after three warm-up calls (first-call allocation and caching aside)."""
+    for _ in range(3):
+        fn()
+    return statistics.median(elapsed_ms(fn, device) for _ in range(REPEATS))
+
+
 def copy_bandwidth(device: torch.device) -> float:
     """Bytes/s (read + write) of a plain copy between two large buffers on ``device``."""
     nbytes = COPY_BYTES if device.type == "cuda" else CPU_COPY_BYTES
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    ms = statistics.median(elapsed_ms(lambda: dst.copy_(src), device) for _ in range(REPEATS))
-    return 2 * nbytes / (ms * 1e-3)
+    return 2 * nbytes / (steady_ms(lambda: dst.copy_(src), device) * 1e-3)
 
 
 def read_bandwidth(device: torch.device) -> float:
@@ -62,9 +66,4 @@ def read_bandwidth(device: torch.device) -> float:
     v, q = torch.ones_like(k), torch.ones(8, 32, 1, 128, dtype=torch.bfloat16, device=device)
     readers = ((src.nbytes, lambda: src.sum(dtype=torch.float32)), (src.nbytes, lambda: src.view(torch.int64).amax()),
                (2 * k.nbytes, lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)))
-    best = 0.0
-    for read_bytes, read in readers:
-        for _ in range(3):
-            read()
-        best = max(best, read_bytes / (statistics.median(elapsed_ms(read, device) for _ in range(REPEATS)) * 1e-3))
-    return best
+    return max(read_bytes / (steady_ms(read, device) * 1e-3) for read_bytes, read in readers)

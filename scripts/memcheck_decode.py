@@ -18,16 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import decode_attention as bench  # noqa: E402
 
 from leank_core.kernels.decode_launch import decode_attention_triton  # noqa: E402
-from leank_core.kernels.layout import LayerLayout  # noqa: E402
 
 
 def main() -> None:
     print(f"max |triton - reference| = {bench.check_correctness():.3e}", flush=True)
     cell = bench.Cell("llama-3.1-8b", 8, 32768, 0)
-    full = LayerLayout.from_mask(torch.ones(cell.kv_heads, cell.d, dtype=torch.bool), bench.SINK, bench.RECENT)
-    for name, layouts in (("leank", cell.layouts), ("dense", [full.to(bench.DEVICE)])):
-        rows, heads = max(lay.kept_channels for lay in layouts), max(lay.value_heads for lay in layouts)
-        state = bench.make_state(cell.batch, cell.kv_heads, cell.d, rows, heads, cell.lengths, cell.mid)
+    # the dense layers all share one layout: one of them covers every access
+    for name, layouts in (("leank", cell.layouts_for(dense=False)), ("dense", cell.layouts_for(dense=True)[:1])):
+        state = cell.state_for(layouts)
         for layout in layouts:
             decode_attention_triton(cell.q, state, layout, cell.scale)
         torch.cuda.synchronize()
