@@ -21,21 +21,22 @@ from leank_core.kernels import append_token, decode_attention, residual_rms_norm
 
 def decode_logits(decoder: Decoder, cache: EngineCache, tokens: torch.Tensor) -> torch.Tensor:
     """float32 logits ``[B, V]`` after feeding ``tokens`` ``[B]`` to cache rows ``0 .. B-1`` (which store them)."""
-    batch, d = tokens.shape[0], decoder.head_dim
+    batch = tokens.shape[0]
     n = cache.n[:batch]
     x, (cos, sin) = decoder.embed_and_rope(tokens[:, None], n[:, None])
     residual, cos, sin = x[:, 0], cos[:, 0], sin[:, 0]
     lengths = cache.lengths(batch)
     delta = None
-    for layer, store in zip(decoder.layers, cache.layers):
+    for index, (layer, store) in enumerate(zip(decoder.layers, cache.layers)):
         attn = layer.self_attn
         residual, h = residual_rms_norm(residual, delta, *decoder.norm_args(layer.input_layernorm))
-        q, k = rope(attn.q_proj(h).view(batch, -1, d), attn.k_proj(h).view(batch, -1, d), cos, sin)
+        q, k, v = decoder.project_qkv(index, h)
+        q, k = rope(q, k, cos, sin)
         state = store.state(batch, lengths)
-        append_token(k, attn.v_proj(h).view(batch, -1, d), n, state, store.layout)
+        append_token(k, v, n, state, store.layout)
         attended = decode_attention(q, state, store.layout, attn.scaling)
         residual, h = residual_rms_norm(residual, attn.o_proj(attended.view(batch, -1)),
                                         *decoder.norm_args(layer.post_attention_layernorm))
-        delta = layer.mlp(h)
+        delta = decoder.mlp(index, h)
     _, h = residual_rms_norm(residual, delta, *decoder.norm_args(decoder.norm))
     return decoder.lm_head(h).float()

@@ -1,11 +1,14 @@
 """The pieces of a Hugging Face decoder the engine runs itself, instead of the model's forward.
 
 The engine uses the model's own modules and weights — embeddings, each layer's q/k/v
-projections (with their biases, e.g. Qwen2's), ``o_proj`` and ``mlp``, the norms' weights and
+projections (with their biases, e.g. Qwen2's), ``o_proj`` and the MLP's projections and
+activation, the norms' weights and
 epsilons, the model's rotary embedding module for ``cos``/``sin``, the final norm and
 ``lm_head`` — so the numbers are the model's, while the code around them keeps no Python-side
 state, never waits for the GPU and has no shape that changes between decode steps (what a
-CUDA graph needs). Prompt prefill calls the modules as they are; a decode step does the
+CUDA graph needs). Each layer's q/k/v projections run as one matmul, and so do the MLP's
+gate/up projections (``stacked_linear.py``: the modules' weights become views of one stacked
+tensor). Prompt prefill calls the modules as they are; a decode step does the
 residual adds + RMSNorms and the rotate-half RoPE through fused kernels with the same
 arithmetic (``leank_core/kernels/norm_rope_jit.py``), because at decode batch sizes launching
 a dozen tiny kernels per norm costs more than the work. Attention itself is the caller's: the
@@ -21,6 +24,9 @@ import torch
 from transformers import PreTrainedModel
 
 from leank_core.adapters import architecture_of
+from leank_core.engine.stacked_linear import StackedLinear
+
+MLP_PARTS = ("gate_proj", "up_proj", "down_proj", "act_fn")  # the gated MLP of Llama, Qwen2 and Mistral
 
 
 class Decoder:
@@ -38,6 +44,12 @@ class Decoder:
         if not all(hasattr(n, "variance_epsilon") and n.weight.dtype == model.dtype for n in norms):
             raise ValueError(f"{type(self.norm).__name__} is not the Llama-family RMSNorm (weight * x / rms(x), in the "
                              "model's dtype) that the engine's fused decode step computes")
+        if not all(hasattr(layer.mlp, part) for layer in self.layers for part in MLP_PARTS):
+            raise ValueError(f"{type(self.layers[0].mlp).__name__} is not the gated MLP "
+                             "(down_proj(act_fn(gate_proj(x)) * up_proj(x))) that the engine computes")
+        self.qkv_proj = [StackedLinear([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
+                         for layer in self.layers]
+        self.gate_up_proj = [StackedLinear([layer.mlp.gate_proj, layer.mlp.up_proj]) for layer in self.layers]
 
     @staticmethod
     def norm_args(norm: torch.nn.Module) -> tuple[torch.Tensor, float]:
@@ -50,21 +62,29 @@ class Decoder:
         x = self.embed(ids)
         return x, self.rotary(x, positions)
 
-    def qkv(self, layer: torch.nn.Module, x: torch.Tensor, rope: tuple) -> tuple[torch.Tensor, ...]:
-        """Post-RoPE ``q`` ``[B, H, T, D]`` and ``k``, ``v`` ``[B, H_kv, T, D]`` of one layer for ``x`` ``[B, T, hidden]``."""
-        attn = layer.self_attn
-        h = layer.input_layernorm(x)
-        shape = (*x.shape[:2], -1, self.head_dim)
-        q = attn.q_proj(h).view(shape).transpose(1, 2)
-        k = attn.k_proj(h).view(shape).transpose(1, 2)
-        v = attn.v_proj(h).view(shape).transpose(1, 2)
+    def project_qkv(self, index: int, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Layer ``index``'s pre-RoPE ``q`` ``[..., H, D]``, ``k`` and ``v`` ``[..., H_kv, D]`` of normed ``h``
+        ``[..., hidden]`` (views of one matmul's output)."""
+        return tuple(part.unflatten(-1, (-1, self.head_dim)) for part in self.qkv_proj[index](h))
+
+    def mlp(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        """Layer ``index``'s MLP output for normed ``h`` ``[..., hidden]``."""
+        mlp = self.layers[index].mlp
+        gate, up = self.gate_up_proj[index](h)
+        return mlp.down_proj(mlp.act_fn(gate) * up)
+
+    def qkv(self, index: int, x: torch.Tensor, rope: tuple) -> tuple[torch.Tensor, ...]:
+        """Post-RoPE ``q`` ``[B, H, T, D]`` and ``k``, ``v`` ``[B, H_kv, T, D]`` of layer ``index`` for ``x``
+        ``[B, T, hidden]``."""
+        q, k, v = (t.transpose(1, 2) for t in self.project_qkv(index, self.layers[index].input_layernorm(x)))
         q, k = self.apply_rope(q, k, *rope)
         return q, k, v
 
-    def finish(self, layer: torch.nn.Module, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        """The layer's output for input ``x`` given its attention result ``attended`` ``[B, T, H * D]``."""
+    def finish(self, index: int, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """Layer ``index``'s output for input ``x`` given its attention result ``attended`` ``[B, T, H * D]``."""
+        layer = self.layers[index]
         x = x + layer.self_attn.o_proj(attended)
-        return x + layer.mlp(layer.post_attention_layernorm(x))
+        return x + self.mlp(index, layer.post_attention_layernorm(x))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """float32 next-token logits for final hidden states ``x`` ``[B, hidden]``."""

@@ -44,9 +44,9 @@ def prefill_sequence(decoder: Decoder, cache: EngineCache, row: int, ids: torch.
         for start in range(0, n, chunk):
             end = min(n, start + chunk)
             part = x[:, start:end]
-            q, k, v = decoder.qkv(layer, part, (cos[:, start:end], sin[:, start:end]))
+            q, k, v = decoder.qkv(index, part, (cos[:, start:end], sin[:, start:end]))
             keys[:, :, start:end], values[:, :, start:end] = k, v
             attended = causal_attention(q, keys[:, :, :end], values[:, :, :end], layer.self_attn.scaling)
-            x[:, start:end] = decoder.finish(layer, part, attended.transpose(1, 2).reshape(1, end - start, -1))
+            x[:, start:end] = decoder.finish(index, part, attended.transpose(1, 2).reshape(1, end - start, -1))
         cache.store_prompt(index, row, keys[0], values[0])
     return decoder.logits(x[:, -1])[0]

@@ -4,7 +4,8 @@
 token at dense slot ``slot(n)`` (``n`` = the sequence's tokens so far, read on the device).
 If the ring is full, the token leaving that slot first moves into middle column
 ``n - S - R``: its kept K channels into the head's channel-major ``mid_k`` rows, its V into
-the head's ``mid_v`` slot, nothing for a zero-count head (layout: ``layout.py``). A barrier
+the head's ``mid_v`` slot, nothing for a zero-count head (layout: ``layout.py``). The new
+key and value are read with a row stride per sequence (see ``norm_rope_launch.row_strided``). A barrier
 separates reading the outgoing token from overwriting its slot, because different threads
 of the program touch the same slot in the two phases.
 """
@@ -15,7 +16,7 @@ import triton.language as tl
 
 @triton.jit
 def leank_append_kernel(
-    key_ptr, value_ptr, n_ptr, dense_k_ptr, dense_v_ptr, mid_k_ptr, mid_v_ptr,
+    key_ptr, value_ptr, key_row, value_row, n_ptr, dense_k_ptr, dense_v_ptr, mid_k_ptr, mid_v_ptr,
     counts_ptr, k_row_ptr, v_slot_ptr, kept_idx_ptr,
     C, HNZ, CAP,
     HKV: tl.constexpr, D: tl.constexpr, SINK: tl.constexpr, RECENT: tl.constexpr,
@@ -40,5 +41,5 @@ def leank_append_kernel(
             outgoing_v = tl.load(dense_v_ptr + dense_row + offs)
             tl.store(mid_v_ptr + ((b.to(tl.int64) * HNZ + v_slot) * CAP + column) * D + offs, outgoing_v)
     tl.debug_barrier()
-    tl.store(dense_k_ptr + dense_row + offs, tl.load(key_ptr + bh * D + offs))
-    tl.store(dense_v_ptr + dense_row + offs, tl.load(value_ptr + bh * D + offs))
+    tl.store(dense_k_ptr + dense_row + offs, tl.load(key_ptr + b * key_row + h * D + offs))
+    tl.store(dense_v_ptr + dense_row + offs, tl.load(value_ptr + b * value_row + h * D + offs))

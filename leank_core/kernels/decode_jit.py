@@ -1,6 +1,8 @@
 """Triton kernels of the fused LeanK decode attention (launch code: ``decode_launch.py``).
 
-``leank_split_kernel``: program ``(split, b * H_kv + h)`` computes, for the G query heads of
+``leank_split_kernel``: program ``(split, rank * B + b)`` takes KV head ``h = work_order[rank]``
+of sequence ``b``, so the heads that keep the most channels (the longest programs) start
+first and the light ones fill the tail of the launch. It computes, for the G query heads of
 KV head ``h`` of sequence ``b`` (one ``[G, ...]`` tile, so K and V are read once per KV head),
 an unnormalised partial softmax (running max ``m`` in log2 units, sum ``l``, weighted values
 ``acc``) over one slice of that head's keys:
@@ -76,16 +78,16 @@ def _middle_slice(q_rows, g_ok, idx_ptr, count, k_rows, v_tok, length, CAP, qk_s
 def leank_split_kernel(
     q_ptr, dense_k_ptr, dense_v_ptr, mid_k_ptr, mid_v_ptr,
     sink_len_ptr, recent_len_ptr, mid_len_ptr,
-    counts_ptr, k_row_ptr, v_slot_ptr, kept_idx_ptr,
+    counts_ptr, k_row_ptr, v_slot_ptr, kept_idx_ptr, work_order_ptr,
     part_acc_ptr, part_ml_ptr,
     qk_scale, min_chunk, n_mid, n_splits, C, HNZ, CAP,
     HKV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, SINK: tl.constexpr, DENSE: tl.constexpr,
     DENSE_CHUNK: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     split = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // HKV
-    h = bh % HKV
+    batch = tl.num_programs(1) // HKV
+    b = tl.program_id(1) % batch
+    h = tl.load(work_order_ptr + tl.program_id(1) // batch)
     offs_g = tl.arange(0, BLOCK_G)
     offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)

@@ -1,7 +1,7 @@
 """Launch code for the fused LeanK decode kernels (``decode_jit.py``); same contract as the reference.
 
-Per layer and step: one split kernel over ``B * H_kv`` KV heads × (middle splits + dense
-splits), then a small log-sum-exp merge over ``B * H`` query heads. The split plan depends
+Per layer and step: one split kernel over ``B * H_kv`` KV heads (heaviest first) × (middle
+splits + dense splits), then a small log-sum-exp merge over ``B * H`` query heads. The split plan depends
 only on static shapes (batch, heads, middle capacity, SM count), never on device lengths, so
 a step needs no host sync and is CUDA-graph friendly; each sequence's middle is cut into the
 plan's slices on the device, and slices beyond a sequence's middle length exit at once.
@@ -119,7 +119,7 @@ def decode_attention_triton(q: torch.Tensor, state: DecodeState, layout: LayerLa
     leank_split_kernel[(plan.n_splits, b * hkv)](
         q, state.dense_k, state.dense_v, state.mid_k, state.mid_v,
         state.sink_len, state.recent_len, state.mid_len,
-        layout.counts, layout.k_row, layout.v_slot, layout.kept_idx,
+        layout.counts, layout.k_row, layout.v_slot, layout.kept_idx, layout.work_order,
         part_acc, part_ml,
         scale * math.log2(math.e), config.min_chunk, plan.n_mid, plan.n_splits,
         state.mid_k.shape[1], state.mid_v.shape[1], cap,

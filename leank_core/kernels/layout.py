@@ -49,6 +49,7 @@ class LayerLayout:
     kept_idx: torch.Tensor  # [H_kv, D] int32, first counts[h] entries valid (ascending), rest 0
     k_row: torch.Tensor  # [H_kv] int32, first row of head h in mid_k
     v_slot: torch.Tensor  # [H_kv] int32, index into mid_v's head axis, -1 for zero-count heads
+    work_order: torch.Tensor  # [H_kv] int32, the heads by descending kept count (the decode kernel's launch order)
     sink: int
     recent: int
     buckets: tuple[tuple[int, int, tuple[int, ...]], ...]  # (count, first row, heads) for count > 0
@@ -80,6 +81,7 @@ class LayerLayout:
             kept_idx=kept_idx,
             k_row=k_row,
             v_slot=v_slot,
+            work_order=torch.tensor(sorted(range(hkv), key=lambda h: (-int(counts[h]), h)), dtype=torch.int32),
             sink=sink,
             recent=recent,
             buckets=tuple((c, r, tuple(hs)) for c, (r, hs) in sorted(buckets.items())),
@@ -120,6 +122,7 @@ class LayerLayout:
             kept_idx=self.kept_idx.to(device),
             k_row=self.k_row.to(device),
             v_slot=self.v_slot.to(device),
+            work_order=self.work_order.to(device),
             sink=self.sink,
             recent=self.recent,
             buckets=self.buckets,

@@ -10,7 +10,8 @@ its RMS norm ``weight * (s * rsqrt(mean(s^2) + eps)).to(dtype)`` computed in flo
 
 ``rope_kernel``: program ``(b, head)`` rotates one head of q (heads ``< HQ``) or k (the rest):
 ``x * cos + rotate_half(x) * sin``, each product and the sum rounded to the input dtype as the
-elementwise PyTorch ops round them.
+elementwise PyTorch ops round them. q and k are read with a row stride per sequence (heads
+contiguous within a row), so they can be column blocks of one stacked q/k/v projection.
 """
 
 import triton
@@ -37,8 +38,8 @@ def residual_rms_norm_kernel(residual_ptr, delta_ptr, sum_ptr, weight_ptr, out_p
 
 
 @triton.jit
-def rope_kernel(q_ptr, k_ptr, cos_ptr, sin_ptr, q_out_ptr, k_out_ptr, HQ: tl.constexpr, HK: tl.constexpr,
-                D: tl.constexpr):
+def rope_kernel(q_ptr, k_ptr, cos_ptr, sin_ptr, q_out_ptr, k_out_ptr, q_row, k_row, HQ: tl.constexpr,
+                HK: tl.constexpr, D: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     offs = tl.arange(0, D)
@@ -48,10 +49,10 @@ def rope_kernel(q_ptr, k_ptr, cos_ptr, sin_ptr, q_out_ptr, k_out_ptr, HQ: tl.con
     c = tl.load(cos_ptr + b * D + offs).to(tl.float32)
     s = tl.load(sin_ptr + b * D + offs).to(tl.float32)
     if head < HQ:
-        src = q_ptr + (b * HQ + head) * D
+        src = q_ptr + b * q_row + head * D
         dst = q_out_ptr + (b * HQ + head) * D
     else:
-        src = k_ptr + (b * HK + head - HQ) * D
+        src = k_ptr + b * k_row + (head - HQ) * D
         dst = k_out_ptr + (b * HK + head - HQ) * D
     x = tl.load(src + offs)
     r = tl.load(src + rotated).to(tl.float32) * sign

@@ -23,11 +23,21 @@ def residual_rms_norm_triton(residual: torch.Tensor, delta: torch.Tensor | None,
     return total, out
 
 
+def row_strided(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``x`` ``[B, H, D]`` with heads contiguous within each sequence's row (a copy only if they are not), and the
+    row stride the kernels take: q/k/v sliced from one stacked projection are read in place."""
+    if x.stride(2) != 1 or x.stride(1) != x.shape[2]:
+        x = x.contiguous()
+    return x, x.stride(0)
+
+
 def rope_triton(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Rotate-half RoPE of one token per sequence: ``q`` ``[B, H, D]``, ``k`` ``[B, H_kv, D]``, ``cos``/``sin`` ``[B, D]``."""
     b, hq, d = q.shape
     hk = k.shape[1]
-    q, k = q.contiguous(), k.contiguous()
-    q_out, k_out = torch.empty_like(q), torch.empty_like(k)
-    rope_kernel[(b, hq + hk)](q, k, cos.contiguous(), sin.contiguous(), q_out, k_out, HQ=hq, HK=hk, D=d, num_warps=1)
+    (q, q_row), (k, k_row) = row_strided(q), row_strided(k)
+    q_out = q.new_empty(b, hq, d)
+    k_out = k.new_empty(b, hk, d)
+    rope_kernel[(b, hq + hk)](q, k, cos.contiguous(), sin.contiguous(), q_out, k_out, q_row, k_row, HQ=hq, HK=hk,
+                              D=d, num_warps=1)
     return q_out, k_out

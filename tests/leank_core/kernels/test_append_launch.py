@@ -43,6 +43,24 @@ def test_kernel_writes_what_the_reference_writes_and_reads_no_empty_slot(counts,
         torch.testing.assert_close(getattr(got, name), getattr(expected, name), atol=0, rtol=0, equal_nan=True)
 
 
+def test_kernel_reads_key_and_value_given_as_column_blocks_of_one_projection():
+    """The engine passes k (after RoPE) and v sliced from one stacked q/k/v output: a row stride, read in place."""
+    counts = [0, 32, 128]
+    layout = LayerLayout.from_mask(layer_mask(counts), SINK, RECENT).to(DEVICE)
+    state = random_state(layout, LENGTHS, CAP, torch.float32)
+    g = torch.Generator().manual_seed(4)
+    rows = torch.randn(len(LENGTHS), 5 * len(counts) * D, generator=g).to(DEVICE)
+    _, key, value = rows.split([3 * len(counts) * D, len(counts) * D, len(counts) * D], -1)
+    key, value = (part.unflatten(-1, (len(counts), D)) for part in (key, value))
+    assert not key.is_contiguous() and not value.is_contiguous()
+    n = torch.tensor(LENGTHS, device=DEVICE)
+    expected, got = cloned(state), cloned(state)
+    append_token_reference(key.contiguous(), value.contiguous(), n, expected, layout)
+    append_token_triton(key, value, n, got, layout)
+    for name in ("dense_k", "dense_v", "mid_k", "mid_v"):
+        assert torch.equal(getattr(got, name), getattr(expected, name)), name
+
+
 def test_reference_moves_the_outgoing_token_kept_channels_and_stores_the_new_one():
     """The semantics themselves, on one full-ring sequence: the oldest ring token lands in middle column n - S - R."""
     counts = [0, 32, 128]

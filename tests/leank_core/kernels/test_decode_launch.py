@@ -106,6 +106,16 @@ def test_kernel_equals_reference_across_many_middle_and_dense_splits():
     assert_kernel_matches_reference([16, 128], lengths, cap=cap, sink=sink, recent=recent, config=small)
 
 
+def test_the_kernel_launches_heads_heaviest_first():
+    """work_order lists every KV head once, by descending kept count (ties in head order): the longest programs
+    start first and the light ones fill the launch's tail."""
+    counts = BUCKET_LAYOUTS["mixed buckets with zero and all-kept heads"]
+    order = LayerLayout.from_mask(layer_mask(counts), SINK, RECENT).work_order.tolist()
+    assert sorted(order) == list(range(len(counts)))
+    assert [counts[h] for h in order] == sorted(counts, reverse=True)
+    assert order[:2] == [2, 7] and order[-2:] == [0, 4]
+
+
 def test_split_plan_depends_only_on_static_shapes_and_never_cuts_below_the_minimum_chunk():
     config = decode_launch.CONFIG
     for batch, cap in [(1, 100_000), (16, 100_000), (1, 0), (3, 257)]:

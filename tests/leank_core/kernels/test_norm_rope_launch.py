@@ -54,9 +54,14 @@ def test_reference_rope_is_transformers_rotate_half_bit_for_bit(dtype):
         assert torch.equal(got, want[:, :, 0])
 
 
+@pytest.mark.parametrize("stacked", [False, True], ids=["contiguous", "column blocks of one q/k/v row"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_rope_kernel_equals_the_reference(dtype):
-    q, k = rand(3, 6, 32, dtype=dtype, device=DEVICE), rand(3, 2, 32, dtype=dtype, seed=1, device=DEVICE)
+def test_rope_kernel_equals_the_reference(dtype, stacked):
+    if stacked:  # as the engine passes them: views of one [B, (6 + 2 + 2) * D] projection, read in place
+        q, k, _ = rand(3, 10 * 32, dtype=dtype, device=DEVICE).split([6 * 32, 2 * 32, 2 * 32], -1)
+        q, k = q.unflatten(-1, (6, 32)), k.unflatten(-1, (2, 32))
+    else:
+        q, k = rand(3, 6, 32, dtype=dtype, device=DEVICE), rand(3, 2, 32, dtype=dtype, seed=1, device=DEVICE)
     cos, sin = rand(3, 32, dtype=dtype, seed=2, device=DEVICE), rand(3, 32, dtype=dtype, seed=3, device=DEVICE)
     tol = 1e-6 if dtype == torch.float32 else 1e-3
     for got, want in zip(rope_triton(q, k, cos, sin), rope_reference(q, k, cos, sin)):
