@@ -1,18 +1,20 @@
 """The pieces of a Hugging Face decoder the engine runs itself, instead of the model's forward.
 
 The engine uses the model's own modules and weights — embeddings, each layer's q/k/v
-projections (with their biases, e.g. Qwen2's), ``o_proj`` and the MLP's projections and
-activation, the norms' weights and
-epsilons, the model's rotary embedding module for ``cos``/``sin``, the final norm and
-``lm_head`` — so the numbers are the model's, while the code around them keeps no Python-side
-state, never waits for the GPU and has no shape that changes between decode steps (what a
-CUDA graph needs). Each layer's q/k/v projections run as one matmul, and so do the MLP's
-gate/up projections (``stacked_linear.py``: the modules' weights become views of one stacked
-tensor). Prompt prefill calls the modules as they are; a decode step does the
-residual adds + RMSNorms and the rotate-half RoPE through fused kernels with the same
-arithmetic (``leank_core/kernels/norm_rope_jit.py``), because at decode batch sizes launching
-a dozen tiny kernels per norm costs more than the work. Attention itself is the caller's: the
-engine's kernels over its own storage.
+projections (with their biases, e.g. Qwen2's), ``o_proj``, the MLP's projections, the norms'
+weights and epsilons, the model's rotary embedding module for ``cos``/``sin``, the final norm
+and ``lm_head`` — so the numbers are the model's, while the code around them keeps no
+Python-side state, never waits for the GPU and has no shape that changes between decode steps
+(what a CUDA graph needs).
+
+Prompt prefill and decode share two fusions: each layer's q/k/v projections run as one
+matmul, and so do the MLP's gate/up projections (``stacked_linear.py``: the modules' weights
+become views of one stacked tensor), whose output goes through one SiLU-gate kernel
+(``leank_core/kernels/activation_jit.py``). A decode step also does the residual adds +
+RMSNorms and the rotate-half RoPE through fused kernels with the same arithmetic
+(``norm_rope_jit.py``), because at decode batch sizes launching a dozen tiny kernels per norm
+costs more than the work. Attention itself is the caller's: the engine's kernels over its own
+storage.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from transformers import PreTrainedModel
 
 from leank_core.adapters import architecture_of
 from leank_core.engine.stacked_linear import StackedLinear
+from leank_core.kernels import silu_mul
 
-MLP_PARTS = ("gate_proj", "up_proj", "down_proj", "act_fn")  # the gated MLP of Llama, Qwen2 and Mistral
+MLP_PARTS = ("gate_proj", "up_proj", "down_proj")  # the gated MLP of Llama, Qwen2 and Mistral
+SILU = ("silu", "swish")  # their activation (``hidden_act``), which ``silu_mul`` computes
 
 
 class Decoder:
@@ -44,9 +48,10 @@ class Decoder:
         if not all(hasattr(n, "variance_epsilon") and n.weight.dtype == model.dtype for n in norms):
             raise ValueError(f"{type(self.norm).__name__} is not the Llama-family RMSNorm (weight * x / rms(x), in the "
                              "model's dtype) that the engine's fused decode step computes")
-        if not all(hasattr(layer.mlp, part) for layer in self.layers for part in MLP_PARTS):
-            raise ValueError(f"{type(self.layers[0].mlp).__name__} is not the gated MLP "
-                             "(down_proj(act_fn(gate_proj(x)) * up_proj(x))) that the engine computes")
+        gated = all(hasattr(layer.mlp, part) for layer in self.layers for part in MLP_PARTS)
+        if not gated or getattr(model.config, "hidden_act", None) not in SILU:
+            raise ValueError(f"{type(self.layers[0].mlp).__name__} with hidden_act={model.config.hidden_act!r} is not "
+                             "the SiLU-gated MLP (down_proj(silu(gate_proj(x)) * up_proj(x))) the engine computes")
         self.qkv_proj = [StackedLinear([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
                          for layer in self.layers]
         self.gate_up_proj = [StackedLinear([layer.mlp.gate_proj, layer.mlp.up_proj]) for layer in self.layers]
@@ -69,9 +74,7 @@ class Decoder:
 
     def mlp(self, index: int, h: torch.Tensor) -> torch.Tensor:
         """Layer ``index``'s MLP output for normed ``h`` ``[..., hidden]``."""
-        mlp = self.layers[index].mlp
-        gate, up = self.gate_up_proj[index](h)
-        return mlp.down_proj(mlp.act_fn(gate) * up)
+        return self.layers[index].mlp.down_proj(silu_mul(self.gate_up_proj[index].stacked(h)))
 
     def qkv(self, index: int, x: torch.Tensor, rope: tuple) -> tuple[torch.Tensor, ...]:
         """Post-RoPE ``q`` ``[B, H, T, D]`` and ``k``, ``v`` ``[B, H_kv, T, D]`` of layer ``index`` for ``x``

@@ -58,6 +58,10 @@ class StackedLinear:
         self.weight = _stacked([lin.weight for lin in linears])
         self.bias = _stacked([lin.bias for lin in linears]) if with_bias == {True} else None
 
+    def stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers' outputs for ``x`` ``[..., in_features]`` side by side: ``[..., sum(out_features)]``."""
+        return F.linear(x, self.weight, self.bias)
+
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Each layer's output for ``x`` ``[..., in_features]``, as views of one ``[..., sum(out_features)]`` result."""
-        return F.linear(x, self.weight, self.bias).split(self.sizes, -1)
+        """Each layer's output for ``x``, as views of :meth:`stacked`'s result."""
+        return self.stacked(x).split(self.sizes, -1)

@@ -3,7 +3,7 @@
 Each entry point runs its fused Triton kernel where it can (a CUDA tensor, Triton installed)
 and its PyTorch reference (identical semantics, see ``reference.py``) everywhere else:
 ``decode_attention`` and ``append_token`` over a layer's LeanK storage (``layout.py``), and
-``residual_rms_norm`` / ``rope``, the glue between a decode step's matmuls.
+``residual_rms_norm`` / ``rope`` / ``silu_mul``, the glue between a decode step's matmuls.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from leank_core.kernels.reference import (
     decode_attention_reference,
     residual_rms_norm_reference,
     rope_reference,
+    silu_mul_reference,
 )
 
 __all__ = ["DecodeState", "LayerLayout", "append_token", "decode_attention", "decode_attention_reference",
-           "residual_rms_norm", "rope"]
+           "residual_rms_norm", "rope", "silu_mul"]
 
 
 @functools.cache
@@ -72,3 +73,12 @@ def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
 
         return rope_triton(q, k, cos, sin)
     return rope_reference(q, k, cos, sin)
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` ``[..., I]`` of a stacked gate/up projection's output ``gate_up`` ``[..., 2 * I]``."""
+    if _use_triton(gate_up):
+        from leank_core.kernels.activation_launch import silu_mul_triton
+
+        return silu_mul_triton(gate_up)
+    return silu_mul_reference(gate_up)

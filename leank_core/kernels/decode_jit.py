@@ -1,8 +1,9 @@
 """Triton kernels of the fused LeanK decode attention (launch code: ``decode_launch.py``).
 
-``leank_split_kernel``: program ``(split, rank * B + b)`` takes KV head ``h = work_order[rank]``
-of sequence ``b``, so the heads that keep the most channels (the longest programs) start
-first and the light ones fill the tail of the launch. It computes, for the G query heads of
+``leank_split_kernel``: program ``(split, b * H_kv + rank)`` takes KV head ``h = work_order[rank]``
+of sequence ``b``: each sequence's heads that keep the most channels (the longest programs)
+start first and its light ones fill in behind them, which shortens the launch's tail; with
+every channel kept (the dense twin) this is plain head order. It computes, for the G query heads of
 KV head ``h`` of sequence ``b`` (one ``[G, ...]`` tile, so K and V are read once per KV head),
 an unnormalised partial softmax (running max ``m`` in log2 units, sum ``l``, weighted values
 ``acc``) over one slice of that head's keys:
@@ -85,9 +86,9 @@ def leank_split_kernel(
     DENSE_CHUNK: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     split = tl.program_id(0)
-    batch = tl.num_programs(1) // HKV
-    b = tl.program_id(1) % batch
-    h = tl.load(work_order_ptr + tl.program_id(1) // batch)
+    bh = tl.program_id(1)
+    b = bh // HKV
+    h = tl.load(work_order_ptr + bh % HKV)
     offs_g = tl.arange(0, BLOCK_G)
     offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)

@@ -1,17 +1,19 @@
-"""PyTorch references of the Triton kernels (decode attention, token append, residual RMS norm, RoPE): the CPU
-path and the test oracle.
+"""PyTorch references of the Triton kernels (decode attention, token append, residual RMS norm, RoPE, SiLU gate):
+the CPU path and the test oracle.
 
 Decode attention (identical to the Triton kernel): for each sequence ``b`` and query head ``i`` of
 KV head ``h``, one softmax over the valid dense slots (sink + recent ring, full ``q . k``)
 and, if ``counts[h] > 0``, the first ``mid_len[b]`` middle tokens scored with the query
 gathered to the head's kept channels. Scores and softmax in float32; output in q's dtype.
 Token append: as described in ``layout.py``. Residual RMS norm and RoPE: the decode-step arithmetic
-of the Llama-family decoder layer (see ``norm_rope_jit.py``).
+of the Llama-family decoder layer (see ``norm_rope_jit.py``); SiLU gate: its MLP's activation
+(``activation_jit.py``).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from leank_core.kernels.layout import DecodeState, LayerLayout
 
@@ -98,3 +100,10 @@ def rope_reference(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: tor
     ``[B, D]``), op for op as the Llama-family ``apply_rotary_pos_emb`` computes it."""
     c, s = cos[:, None], sin[:, None]
     return q * c + _rotate_half(q) * s, k * c + _rotate_half(k) * s
+
+
+def silu_mul_reference(gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` of ``gate_up`` ``[..., 2 * I]`` (gate first): the Llama-family MLP's
+    ``act_fn(gate_proj(x)) * up_proj(x)`` for a stacked gate/up projection, op for op."""
+    gate, up = gate_up.chunk(2, -1)
+    return F.silu(gate) * up

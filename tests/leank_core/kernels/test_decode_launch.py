@@ -107,13 +107,14 @@ def test_kernel_equals_reference_across_many_middle_and_dense_splits():
 
 
 def test_the_kernel_launches_heads_heaviest_first():
-    """work_order lists every KV head once, by descending kept count (ties in head order): the longest programs
-    start first and the light ones fill the launch's tail."""
+    """work_order lists every KV head once, by descending kept count (ties in head order): each sequence's longest
+    programs start first and its light ones fill in behind them; all heads kept leaves plain head order."""
     counts = BUCKET_LAYOUTS["mixed buckets with zero and all-kept heads"]
     order = LayerLayout.from_mask(layer_mask(counts), SINK, RECENT).work_order.tolist()
     assert sorted(order) == list(range(len(counts)))
     assert [counts[h] for h in order] == sorted(counts, reverse=True)
     assert order[:2] == [2, 7] and order[-2:] == [0, 4]
+    assert LayerLayout.from_mask(layer_mask([128] * 4), SINK, RECENT).work_order.tolist() == [0, 1, 2, 3]
 
 
 def test_split_plan_depends_only_on_static_shapes_and_never_cuts_below_the_minimum_chunk():
