@@ -13,10 +13,8 @@ an unnormalised partial softmax (running max ``m`` in log2 units, sum ``l``, wei
   ``min_chunk`` tokens each (computed on the device, so a short sequence in a large cache
   still spreads over all its programs and a long one never needs a bigger plan). The head's kept count ``c`` is read from a table at run time, so every bucket of the layer
   (any count, 0 and D included) runs in the same launch: the query gathered to the kept
-  channels times a ``[KC, N]`` tile of channel-major ``mid_k``, ``KC`` the head's tier
-  (32, 64 or D rows), whose rows ``>= c`` are predicated off, so only kept rows are read.
-  The full tier's tiles are ``BLOCK_N`` tokens wide, the light tiers' ``LIGHT_N``, and each
-  tier's loop has its own pipeline depth (``STAGES_32``, ``STAGES_64``, ``STAGES_D``);
+  channels times a ``[KC, BLOCK_N]`` tile of channel-major ``mid_k``, ``KC`` the head's tier
+  (32, 64 or D rows), whose rows ``>= c`` are predicated off, so only kept rows are read;
 * the remaining splits take ``DENSE_CHUNK``-slot slices of the dense sink + recent part with
   full ``q . k`` (split too, so a single sequence's dense part is not one long program).
 
@@ -47,9 +45,8 @@ def _online_softmax_step(s, v, m_i, l_i, acc):
 
 @triton.jit
 def _middle_slice(q_rows, g_ok, idx_ptr, count, k_rows, v_tok, length, CAP, qk_scale, m_i, l_i, acc,
-                  KC: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr):
-    """One head's slice of compact middle tokens, K tiles ``[KC, BLOCK_N]`` (``KC >= count``), ``STAGES``-deep
-    load pipeline.
+                  KC: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One head's slice of compact middle tokens, K tiles ``[KC, BLOCK_N]`` (``KC >= count``).
 
     Row i of the head's mid_k block holds channel ``idx[i]``; the query is gathered to match,
     and rows ``>= count`` are zero in q and never loaded, so one ``[G, KC] x [KC, N]`` dot
@@ -64,7 +61,7 @@ def _middle_slice(q_rows, g_ok, idx_ptr, count, k_rows, v_tok, length, CAP, qk_s
     k_tile = k_rows + offs_c[:, None] * CAP + offs_n[None, :]
     v_tile = v_tok + offs_n[:, None] * D + offs_d[None, :]
     n_full = length // BLOCK_N
-    for i in tl.range(0, n_full, num_stages=STAGES):
+    for i in range(0, n_full):
         k = tl.load(k_tile + i * BLOCK_N, mask=c_ok[:, None], other=0.0)
         v = tl.load(v_tile + i * BLOCK_N * D)
         s = tl.dot(qk, k, input_precision="ieee") * qk_scale
@@ -86,8 +83,7 @@ def leank_split_kernel(
     part_acc_ptr, part_ml_ptr,
     qk_scale, min_chunk, n_mid, n_splits, C, HNZ, CAP,
     HKV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, SINK: tl.constexpr, DENSE: tl.constexpr,
-    DENSE_CHUNK: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, LIGHT_N: tl.constexpr,
-    STAGES_32: tl.constexpr, STAGES_64: tl.constexpr, STAGES_D: tl.constexpr,
+    DENSE_CHUNK: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     split = tl.program_id(0)
     bh = tl.program_id(1)
@@ -114,17 +110,16 @@ def leank_split_kernel(
             k_rows = mid_k_ptr + (b.to(tl.int64) * C + tl.load(k_row_ptr + h)) * CAP + start
             v_tok = mid_v_ptr + ((b.to(tl.int64) * HNZ + tl.load(v_slot_ptr + h)) * CAP + start) * D
             # K tiles only as tall as the head's tier (32, 64 or D rows): fewer predicated-off
-            # rows to issue, same code for every count within a tier. A lighter tier's tile
-            # holds fewer bytes, so its loop may be pipelined deeper in the same shared memory.
+            # rows to issue, same code for every count within a tier.
             if (D > 64) & (count <= 32):
                 m_i, l_i, acc = _middle_slice(q_rows, g_ok, idx_ptr, count, k_rows, v_tok, length, CAP, qk_scale,
-                                              m_i, l_i, acc, 32, D, LIGHT_N, STAGES_32)
+                                              m_i, l_i, acc, 32, D, BLOCK_N)
             elif (D > 64) & (count <= 64):
                 m_i, l_i, acc = _middle_slice(q_rows, g_ok, idx_ptr, count, k_rows, v_tok, length, CAP, qk_scale,
-                                              m_i, l_i, acc, 64, D, LIGHT_N, STAGES_64)
+                                              m_i, l_i, acc, 64, D, BLOCK_N)
             else:
                 m_i, l_i, acc = _middle_slice(q_rows, g_ok, idx_ptr, count, k_rows, v_tok, length, CAP, qk_scale,
-                                              m_i, l_i, acc, D, D, BLOCK_N, STAGES_D)
+                                              m_i, l_i, acc, D, D, BLOCK_N)
     else:
         # Dense part: sink slots [0, SINK) and the recent ring [SINK, DENSE), full keys.
         q = tl.load(q_rows[:, None] + offs_d[None, :], mask=g_ok[:, None], other=0.0)

@@ -31,8 +31,7 @@ from leank_core.kernels.layout import DecodeState, LayerLayout
 class DecodeConfig(NamedTuple):
     """Tile sizes and split plan of the decode kernel (all multiples as the kernel needs them)."""
 
-    block_n: int = 128  # tokens per tile (full-tier heads and the dense part)
-    light_block_n: int = 128  # tokens per tile of the 32- and 64-row tiers
+    block_n: int = 128  # tokens per tile
     min_chunk: int = 256  # middle tokens per split, at least (a multiple of block_n): fewer partials to merge
     dense_chunk: int = 256  # dense sink + recent slots per split
     waves: int = 8  # programs wanted per SM
@@ -52,19 +51,6 @@ class DecodeConfig(NamedTuple):
         """
         stages = self.num_stages if slice_tiles >= self.deep_tiles else 2
         return max(2, stages * 2 // element_size)
-
-    def tier_stages(self, rows: int, head_dim: int, stages: int) -> int:
-        """Pipeline stages for a tier of ``rows``-row K tiles when the full tier (``head_dim`` rows) gets ``stages``.
-
-        One launch serves every tier, and its shared memory is sized by the full tier's
-        pipeline: ``stages - 1`` buffered K + V tiles. A lighter tier's K + V tile is smaller,
-        so its loop keeps as many tiles in flight as fit the same memory (at least two stages):
-        light heads otherwise move fewer bytes per round trip than full ones do.
-        """
-        if rows >= head_dim:
-            return stages
-        budget = (stages - 1) * 2 * head_dim * self.block_n
-        return max(2, budget // ((rows + head_dim) * self.light_block_n) + 1)
 
     def describe(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self._asdict().items())
@@ -127,7 +113,6 @@ def decode_attention_triton(q: torch.Tensor, state: DecodeState, layout: LayerLa
     cap = state.mid_k.shape[-1]
     dense = state.dense_k.shape[2]
     plan = split_plan(b, hkv, cap, dense, q.device, config)
-    stages = config.stages_for(q.element_size(), plan.slice_tiles)
     q = q.contiguous()
     part_acc = torch.empty(b * h, plan.n_splits, d, device=q.device, dtype=torch.float32)
     part_ml = torch.empty(b * h, plan.n_splits, 2, device=q.device, dtype=torch.float32)
@@ -140,8 +125,7 @@ def decode_attention_triton(q: torch.Tensor, state: DecodeState, layout: LayerLa
         state.mid_k.shape[1], state.mid_v.shape[1], cap,
         HKV=hkv, G=group, D=d, SINK=layout.sink, DENSE=dense,
         DENSE_CHUNK=config.dense_chunk, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=config.block_n,
-        LIGHT_N=config.light_block_n, STAGES_32=config.tier_stages(32, d, stages),
-        STAGES_64=config.tier_stages(64, d, stages), STAGES_D=stages, num_warps=config.num_warps, num_stages=stages,
+        num_warps=config.num_warps, num_stages=config.stages_for(q.element_size(), plan.slice_tiles),
     )
     out = torch.empty_like(q)
     leank_merge_kernel[(b * h,)](part_acc, part_ml, out, plan.n_splits, BLOCK_S=config.merge_block, D=d)

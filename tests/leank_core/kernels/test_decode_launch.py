@@ -106,23 +106,6 @@ def test_kernel_equals_reference_across_many_middle_and_dense_splits():
     assert_kernel_matches_reference([16, 128], lengths, cap=cap, sink=sink, recent=recent, config=small)
 
 
-def test_kernel_equals_reference_with_wider_tiles_for_the_light_tiers():
-    """Light tiers walk their slices in tiles twice as wide as the full tier's: whole tiles and a masked tail."""
-    config = decode_launch.CONFIG._replace(light_block_n=2 * decode_launch.CONFIG.block_n)
-    lengths = [SINK + RECENT + 300, SINK + RECENT + 7, SINK + RECENT + 640]
-    assert_kernel_matches_reference(BUCKET_LAYOUTS["mixed buckets with zero and all-kept heads"], lengths, cap=640,
-                                    config=config)
-
-
-def test_light_tiers_pipeline_as_deep_as_the_full_tiers_shared_memory_allows():
-    config = decode_launch.CONFIG
-    assert config.tier_stages(128, 128, 4) == 4
-    # (4 - 1) buffered [128, 128] K + V tiles hold 3 * 256 * 128 elements: four [32 + 128, 128] or [64 + 128, 128]
-    assert config.tier_stages(32, 128, 4) == 5 and config.tier_stages(64, 128, 4) == 5
-    assert config._replace(light_block_n=256).tier_stages(32, 128, 4) == 3
-    assert config.tier_stages(32, 128, 2) == 2  # never fewer than two
-
-
 def test_the_kernel_launches_heads_heaviest_first():
     """work_order lists every KV head once, by descending kept count (ties in head order): each sequence's longest
     programs start first and its light ones fill in behind them; all heads kept leaves plain head order."""
