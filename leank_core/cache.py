@@ -257,9 +257,7 @@ class LeanKLayer(CacheLayerMixin):
     # -- accounting -------------------------------------------------------------------------
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor this layer holds: storage, index tables and the lengths it decodes with."""
-        lay = self.layout
-        held = [lay.counts, lay.kept_idx, lay.k_row, lay.v_slot, self.k_head, self.k_chan, self.v_heads, self.k_flat,
-                self.v_flat]
+        held = [*self.layout.tensors(), self.k_head, self.k_chan, self.v_heads, self.k_flat, self.v_flat]
         if self.seen:
             held += [getattr(self, name) for name in _BATCH_TENSORS] + self.at.tensors()
         return held

@@ -104,5 +104,5 @@ class EngineCache:
     def nbytes(self) -> int:
         """Bytes of every buffer (layouts and lengths included)."""
         held = [self.n] + [t for s in self.layers for t in (s.dense_k, s.dense_v, s.mid_k, s.mid_v)]
-        held += [t for s in self.layers for t in (s.layout.counts, s.layout.kept_idx, s.layout.k_row, s.layout.v_slot)]
+        held += [t for s in self.layers for t in s.layout.tensors()]
         return sum(t.nbytes for t in held)

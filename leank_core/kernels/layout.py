@@ -116,6 +116,10 @@ class LayerLayout:
                 value_head[slot] = h
         return row_head, row_channel, value_head
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Every index table of the layout (what a cache holding it counts in its bytes)."""
+        return self.counts, self.kept_idx, self.k_row, self.v_slot, self.work_order
+
     def to(self, device: torch.device | str) -> "LayerLayout":
         return LayerLayout(
             counts=self.counts.to(device),
