@@ -3,9 +3,10 @@
 At decode batch sizes a projection is a read of its weight. One read of the stacked q/k/v
 (or gate/up) weight runs closer to the memory bandwidth than two or three narrow matmuls:
 for the narrow ones (Llama-3.1-8B's 1024-row k/v projections at batch 8) cuBLAS picks
-split-K kernels plus a separate reduction, which reached a third of the bandwidth on the
-H200 (``benchmarks/results/engine_step_profile.txt``). This is the fusion serving engines
-make when they load a model.
+split-K kernels plus a separate reduction, which read their weights at about a third of the
+bandwidth on the H200 (``benchmarks/results/engine_step_profile.txt`` as of commit e46fe03;
+the stacked shapes: ``benchmarks/results/decode_gemm.log``). This is the fusion serving
+engines make when they load a model.
 
 The stacked tensor is the modules' own storage: each module's weight (and bias) becomes a
 view of its row block, so no memory is added, the values are unchanged and the modules work
@@ -37,11 +38,9 @@ def _stacked(params: list[torch.Tensor]) -> torch.Tensor:
 
 def _consecutive(params: list[torch.Tensor]) -> bool:
     """Whether ``params`` are contiguous, one after another in one storage (stacked before)."""
-    first = params[0]
-    ptr = first.data_ptr()
+    storage, ptr = params[0].untyped_storage().data_ptr(), params[0].data_ptr()
     for p in params:
-        if not p.is_contiguous() or p.untyped_storage().data_ptr() != first.untyped_storage().data_ptr() \
-                or p.data_ptr() != ptr:
+        if not p.is_contiguous() or p.untyped_storage().data_ptr() != storage or p.data_ptr() != ptr:
             return False
         ptr += p.numel() * p.element_size()
     return True

@@ -4,10 +4,10 @@
 token at dense slot ``slot(n)`` (``n`` = the sequence's tokens so far, read on the device).
 If the ring is full, the token leaving that slot first moves into middle column
 ``n - S - R``: its kept K channels into the head's channel-major ``mid_k`` rows, its V into
-the head's ``mid_v`` slot, nothing for a zero-count head (layout: ``layout.py``). The new
-key and value are read with a row stride per sequence (see ``norm_rope_launch.row_strided``). A barrier
+the head's ``mid_v`` slot, nothing for a zero-count head (layout: ``layout.py``). A barrier
 separates reading the outgoing token from overwriting its slot, because different threads
-of the program touch the same slot in the two phases.
+of the program touch the same slot in the two phases. The new key and value are read with a
+row stride per sequence (``norm_rope_launch.row_strided``).
 """
 
 import triton
