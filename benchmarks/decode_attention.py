@@ -274,7 +274,8 @@ def sweep(seed: int) -> dict:
 def sweep_markdown(result: dict) -> str:
     head = "| change | " + " | ".join(f"{m} B{b} {n // 1024}K" for m, b, n in result["cells"]) + \
         " | min x SDPA | geomean % byte limit |"
-    lines = ["LeanK ms per layer (x vs SDPA, % of the byte limit; the dense Triton kernel's ms); default " + DecodeConfig(**result["rows"][0]["config"]).describe(),
+    default = DecodeConfig(**result["rows"][0]["config"]).describe()
+    lines = [f"LeanK ms per layer (x vs SDPA, % of the byte limit; the dense Triton kernel's ms); default {default}",
              "", head, "|---" * (len(result["cells"]) + 3) + "|"]
     for row in result["rows"]:
         cells = [f"{x['leank_ms']:.4f} ({x['speedup_vs_sdpa']:.2f}x, {x['pct_of_byte_limit']:.0f}%; dense "
@@ -290,13 +291,15 @@ def sweep_markdown(result: dict) -> str:
 def markdown(result: dict) -> str:
     lines = [f"{result['device']}, torch {result['torch']}, triton {result['triton']}. "
              f"Read bandwidth {result['read_bw_bytes_s'] / 1e12:.2f} TB/s (the fastest read-only kernel seen in this "
-             f"process: plain readers of >= 1 GiB outside CUDA graphs read {result['plain_read_bw_bytes_s'] / 1e12:.2f}, "
-             f"or an SDPA cell below; a copy reads + writes {result['copy_bw_bytes_s'] / 1e12:.2f} TB/s). bf16, sink {SINK}, recent {RECENT}, alignment 32; published kept-count histograms spread "
-             "over all layers; ms = per-layer mean of all layers run back to back in a CUDA graph. Bytes = K/V actually "
+             f"process: plain readers of >= 1 GiB outside CUDA graphs read "
+             f"{result['plain_read_bw_bytes_s'] / 1e12:.2f}, or an SDPA cell below; a copy reads + writes "
+             f"{result['copy_bw_bytes_s'] / 1e12:.2f} TB/s). bf16, sink {SINK}, recent {RECENT}, alignment 32; "
+             "published kept-count histograms spread over all layers; ms = per-layer mean of all layers run back to back in a CUDA graph. Bytes = K/V actually "
              "read + q/out. % byte limit = (LeanK vs SDPA) / (dense bytes / LeanK bytes). Kernel config: "
              f"{result['config']}.", "",
              "| model | B | N | SDPA ms | dense Triton ms | LeanK ms | LeanK vs SDPA | % byte limit | LeanK vs dense "
-             "Triton | LeanK bytes / dense | SDPA TB/s | dense Triton TB/s | LeanK TB/s | SDPA % read BW | LeanK % read BW |",
+             "Triton | LeanK bytes / dense | SDPA TB/s | dense Triton TB/s | LeanK TB/s | SDPA % read BW | "
+             "LeanK % read BW |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["records"]:
         head = f"| {r['model']} | {r['batch']} | {r['tokens'] // 1024}K |"
@@ -358,7 +361,8 @@ def main() -> None:
         copy_bw, read_bw = copy_bandwidth(torch.device("cuda")), read_bandwidth(torch.device("cuda"))
         print(f"copy bandwidth {copy_bw / 1e12:.2f} TB/s, read bandwidth {read_bw / 1e12:.2f} TB/s", flush=True)
         result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-                  "copy_bw_bytes_s": copy_bw, "plain_read_bw_bytes_s": read_bw, "max_abs_err_vs_reference": err, "sink": SINK, "recent": RECENT,
+                  "copy_bw_bytes_s": copy_bw, "plain_read_bw_bytes_s": read_bw, "max_abs_err_vs_reference": err,
+                  "sink": SINK, "recent": RECENT,
                   "dtype": str(DTYPE), "config": config.describe(), "records": []}
         for name in args.models:
             for batch in args.batches:

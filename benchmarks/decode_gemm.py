@@ -26,10 +26,6 @@ SHAPES = {"qkv": (6144, 4096), "o_proj": (4096, 4096), "gate_up": (28672, 4096),
 CALLS = 64
 
 
-def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, w)
-
-
 def weight_left(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.mm(w, x.T).T
 
@@ -68,7 +64,7 @@ def main() -> None:
             x = torch.randn(batch, k, device="cuda", dtype=torch.bfloat16)
             for library in ("cublas", "cublaslt"):
                 torch.backends.cuda.preferred_blas_library(library)
-                for orientation, fn in (("linear", linear), ("weight_left", weight_left)):
+                for orientation, fn in (("linear", F.linear), ("weight_left", weight_left)):
                     us = graph_us(fn, x, weights)
                     pct = 100 * n * k * 2 / (us * 1e-6) / (read_tb_s * 1e12)
                     records.append({"shape": name, "n": n, "k": k, "batch": batch, "library": library,

@@ -36,9 +36,14 @@ Query heads are in model order; query head ``i`` belongs to KV head ``i // (H / 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+
+
+# LayerLayout's tensor fields, one list for tensors() and to(): a table added to the layout is then both moved
+# to the kernels' device and counted in a cache's bytes.
+_TABLES = ("counts", "kept_idx", "k_row", "v_slot", "work_order")
 
 
 @dataclass(frozen=True)
@@ -118,19 +123,11 @@ class LayerLayout:
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """Every index table of the layout (what a cache holding it counts in its bytes)."""
-        return self.counts, self.kept_idx, self.k_row, self.v_slot, self.work_order
+        return tuple(getattr(self, name) for name in _TABLES)
 
     def to(self, device: torch.device | str) -> "LayerLayout":
-        return LayerLayout(
-            counts=self.counts.to(device),
-            kept_idx=self.kept_idx.to(device),
-            k_row=self.k_row.to(device),
-            v_slot=self.v_slot.to(device),
-            work_order=self.work_order.to(device),
-            sink=self.sink,
-            recent=self.recent,
-            buckets=self.buckets,
-        )
+        return replace(self, **{name: getattr(self, name).to(device) for name in _TABLES})
+
 
 
 def window_lengths(n: torch.Tensor, sink: int, recent: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
