@@ -108,7 +108,13 @@ def check_correctness(config: DecodeConfig = CONFIG) -> float:
 
 
 def per_step_ms(steps: list[Callable[[], object]]) -> float:
-    """Mean ms of one step when all ``steps`` run back to back inside a CUDA graph."""
+    """Mean ms of one step when all ``steps`` run back to back inside a CUDA graph.
+
+    ``do_bench_cudagraph`` runs ``steps`` on a stream of its own that does not wait for the default stream, where
+    the buffers and their lengths were just written: without the synchronize a step can read a length not yet
+    written and fault (``benchmarks/results/decode_sweep_crash.md``).
+    """
+    torch.cuda.synchronize()
     return do_bench_cudagraph(lambda: [step() for step in steps], rep=100) / len(steps)
 
 
