@@ -112,7 +112,7 @@ def per_step_ms(steps: list[Callable[[], object]]) -> float:
 
     ``do_bench_cudagraph`` runs ``steps`` on a stream of its own that does not wait for the default stream, where
     the buffers and their lengths were just written: without the synchronize a step can read a length not yet
-    written and fault (``benchmarks/results/decode_sweep_crash.md``).
+    written and fault (``benchmarks/results/decode_sweep_crash.md``: most likely the sweep's illegal access).
     """
     torch.cuda.synchronize()
     return do_bench_cudagraph(lambda: [step() for step in steps], rep=100) / len(steps)
@@ -300,7 +300,8 @@ def markdown(result: dict) -> str:
              f"process: plain readers of >= 1 GiB outside CUDA graphs read "
              f"{result['plain_read_bw_bytes_s'] / 1e12:.2f}, or an SDPA cell below; a copy reads + writes "
              f"{result['copy_bw_bytes_s'] / 1e12:.2f} TB/s). bf16, sink {SINK}, recent {RECENT}, alignment 32; "
-             "published kept-count histograms spread over all layers; ms = per-layer mean of all layers run back to back in a CUDA graph. Bytes = K/V actually "
+             "published kept-count histograms spread over all layers; ms = per-layer mean of all layers run back "
+             "to back in a CUDA graph. Bytes = K/V actually "
              "read + q/out. % byte limit = (LeanK vs SDPA) / (dense bytes / LeanK bytes). Kernel config: "
              f"{result['config']}.", "",
              "| model | B | N | SDPA ms | dense Triton ms | LeanK ms | LeanK vs SDPA | % byte limit | LeanK vs dense "
@@ -313,7 +314,8 @@ def markdown(result: dict) -> str:
             lines.append(f"{head} skipped: {r['skipped']} |||||||||||||")
             continue
         lines.append(f"{head} {r['sdpa_ms']:.3f} | {r['dense_triton_ms']:.3f} | {r['leank_ms']:.3f} | "
-                     f"{r['speedup_vs_sdpa']:.2f}x | {r['pct_of_byte_limit']:.0f}% | {r['speedup_vs_dense_triton']:.2f}x | "
+                     f"{r['speedup_vs_sdpa']:.2f}x | {r['pct_of_byte_limit']:.0f}% | "
+                     f"{r['speedup_vs_dense_triton']:.2f}x | "
                      f"{r['bytes_ratio']:.1%} | {r['sdpa_tb_s']:.2f} | {r['dense_triton_tb_s']:.2f} | "
                      f"{r['leank_tb_s']:.2f} | {r['sdpa_pct_read_bw']:.0f}% | {r['leank_pct_read_bw']:.0f}% |")
     return "\n".join(lines)

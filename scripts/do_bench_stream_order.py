@@ -3,8 +3,8 @@
     python3 scripts/do_bench_stream_order.py
 
 A value is written on the default stream behind a 0.2 s GPU sleep; the function handed to
-``do_bench_cudagraph`` copies it on its first call (in a process whose stream pool already exists). CUDA events from a common start show when
-each finished, and the copy shows what the function read. Evidence for
+``do_bench_cudagraph`` copies it on its first call (in a process whose stream pool already exists).
+CUDA events from a common start show when each finished, and the copy shows what the function read. Evidence for
 ``benchmarks/results/decode_sweep_crash.md`` (why ``decode_attention.per_step_ms`` synchronizes first).
 """
 

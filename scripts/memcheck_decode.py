@@ -4,14 +4,16 @@
     ncu --kernel-name regex:leank_split --launch-skip 6 --launch-count 1 python3 scripts/memcheck_decode.py
 
 (the second: Nsight Compute on one LeanK layer at Llama B8/32K: three check launches, then layer 3;
-``--launch-skip 35`` takes the dense launch instead; ``benchmarks/results/decode_kernel_ncu.txt``)
+``--launch-skip 35`` takes the dense launch instead; sections and output in
+``benchmarks/results/decode_kernel_ncu.txt``)
 
 Why: ``decode_attention.py --sweep`` once hit an illegal memory access that did not come back when the
-same configs ran alone; its cause was the benchmark's stream ordering (``benchmarks/results/
-decode_sweep_crash.md``), but an out-of-bounds read that lands in mapped memory only faults for some
-address layouts, so the kernels' own accesses are checked here. Without the caching allocator every tensor is
-its own allocation, so memcheck reports any access past a buffer. Runs the GPU correctness cases (ragged
-lengths, zero and all-kept heads) and every layer of the Llama B8/32K cell, LeanK and dense.
+same configs ran alone; its likely cause was the benchmark's stream ordering
+(``benchmarks/results/decode_sweep_crash.md``), but an out-of-bounds read that lands in mapped memory
+only faults for some address layouts, so the kernels' own accesses are checked here. Without the
+caching allocator every tensor is its own allocation, so memcheck reports any access past a buffer.
+Runs the GPU correctness cases (ragged lengths, zero and all-kept heads) and every layer of the Llama
+B8/32K cell, LeanK and dense.
 """
 
 import sys
