@@ -24,9 +24,9 @@ from torch import nn
 
 def _stacked(params: list[torch.Tensor]) -> torch.Tensor:
     """One tensor whose consecutive row blocks are ``params``; the parameters are re-pointed to views of it."""
-    rows = sum(p.shape[0] for p in params)
-    first = params[0].data
     if _consecutive(params):
+        first = params[0].data
+        rows = sum(p.shape[0] for p in params)
         return first.new_empty(0).set_(first.untyped_storage(), first.storage_offset(), (rows, *first.shape[1:]))
     stacked = torch.cat([p.data for p in params])
     start = 0

@@ -11,10 +11,11 @@ an unnormalised partial softmax (running max ``m`` in log2 units, sum ``l``, wei
 * splits ``0 .. n_mid - 1`` take consecutive slices of the compact middle. Each sequence's
   own middle length is cut into ``n_mid`` equal slices of whole tiles, at least
   ``min_chunk`` tokens each (computed on the device, so a short sequence in a large cache
-  still spreads over all its programs and a long one never needs a bigger plan). The head's kept count ``c`` is read from a table at run time, so every bucket of the layer
-  (any count, 0 and D included) runs in the same launch: the query gathered to the kept
-  channels times a ``[KC, BLOCK_N]`` tile of channel-major ``mid_k``, ``KC`` the head's tier
-  (32, 64 or D rows), whose rows ``>= c`` are predicated off, so only kept rows are read;
+  still spreads over all its programs and a long one never needs a bigger plan). The head's
+  kept count ``c`` is read from a table at run time, so every bucket of the layer (any count,
+  0 and D included) runs in the same launch: the query gathered to the kept channels times a
+  ``[KC, BLOCK_N]`` tile of channel-major ``mid_k``, ``KC`` the head's tier (32, 64 or D
+  rows), whose rows ``>= c`` are predicated off, so only kept rows are read;
 * the remaining splits take ``DENSE_CHUNK``-slot slices of the dense sink + recent part with
   full ``q . k`` (split too, so a single sequence's dense part is not one long program).
 

@@ -2,9 +2,10 @@
 
 Per layer and step: one split kernel over ``B * H_kv`` KV heads (each sequence's heaviest
 first) × (middle splits + dense splits), then a small log-sum-exp merge over ``B * H`` query
-heads. The split plan depends only on static shapes (batch, heads, middle capacity, SM count), never on device lengths, so
-a step needs no host sync and is CUDA-graph friendly; each sequence's middle is cut into the
-plan's slices on the device, and slices beyond a sequence's middle length exit at once.
+heads. The split plan depends only on static shapes (batch, heads, middle capacity, SM
+count), never on device lengths, so a step needs no host sync and is CUDA-graph friendly;
+each sequence's middle is cut into the plan's slices on the device, and slices beyond a
+sequence's middle length exit at once.
 Sizes that change while decoding (capacity, split count, kept rows) are runtime arguments,
 so a growing cache does not recompile the kernel per size (Triton's own divisibility
 specialisation aside).

@@ -129,7 +129,6 @@ class LayerLayout:
         return replace(self, **{name: getattr(self, name).to(device) for name in _TABLES})
 
 
-
 def window_lengths(n: torch.Tensor, sink: int, recent: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``sink_len``, ``recent_len``, ``mid_len`` (int32) of sequences holding ``n`` tokens each."""
     return (n.clamp(max=sink).to(torch.int32), (n - sink).clamp(0, recent).to(torch.int32),
