@@ -19,7 +19,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from bandwidth import read_bandwidth
+from bandwidth import read_bandwidth, steady_ms
 
 SHAPES = {"qkv": (6144, 4096), "o_proj": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336),
           "lm_head": (128256, 4096)}
@@ -31,24 +31,15 @@ def weight_left(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def graph_us(fn, x: torch.Tensor, weights: list[torch.Tensor]) -> float:
-    """Microseconds per call of ``fn`` over ``weights`` in turn (distinct weights: nothing is served from L2)."""
+    """Microseconds per call of ``fn`` over ``weights`` in turn (distinct weights: nothing is served from L2), from
+    ``bandwidth.steady_ms`` of a graph of ``CALLS`` calls."""
     for w in weights[:2]:
         fn(x, w)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         for i in range(CALLS):
             fn(x, weights[i % len(weights)])
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(5):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / CALLS)
-    return sorted(times)[len(times) // 2]
+    return steady_ms(graph.replay, x.device) * 1e3 / CALLS
 
 
 def main() -> None:
