@@ -7,7 +7,7 @@ If the ring is full, the token leaving that slot first moves into middle column
 the head's ``mid_v`` slot, nothing for a zero-count head (layout: ``layout.py``). A barrier
 separates reading the outgoing token from overwriting its slot, because different threads
 of the program touch the same slot in the two phases. The new key and value are read with a
-row stride per sequence (``norm_rope_launch.row_strided``).
+row stride per sequence (``layout.row_strided``).
 """
 
 import triton

@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 
 from leank_core.kernels.append_jit import leank_append_kernel
-from leank_core.kernels.layout import DecodeState, LayerLayout
-from leank_core.kernels.norm_rope_launch import row_strided
+from leank_core.kernels.layout import DecodeState, LayerLayout, row_strided
 
 
 def append_token_triton(key: torch.Tensor, value: torch.Tensor, n: torch.Tensor, state: DecodeState,

@@ -135,6 +135,14 @@ def window_lengths(n: torch.Tensor, sink: int, recent: int) -> tuple[torch.Tenso
             (n - sink - recent).clamp(min=0).to(torch.int32))
 
 
+def row_strided(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``x`` ``[B, H, D]`` with heads contiguous within each sequence's row (a copy only if they are not), and the
+    row stride the kernels take: q/k/v sliced from one stacked projection are read in place."""
+    if x.stride(2) != 1 or x.stride(1) != x.shape[2]:
+        x = x.contiguous()
+    return x, x.stride(0)
+
+
 @dataclass
 class DecodeState:
     """The tensors one decode step reads for one layer (see module docstring for shapes)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import triton
 
+from leank_core.kernels.layout import row_strided
 from leank_core.kernels.norm_rope_jit import residual_rms_norm_kernel, rope_kernel
 
 
@@ -21,14 +22,6 @@ def residual_rms_norm_triton(residual: torch.Tensor, delta: torch.Tensor | None,
         HAS_DELTA=delta is not None, BLOCK=block, num_warps=8 if block >= 2048 else 4,
     )
     return total, out
-
-
-def row_strided(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``x`` ``[B, H, D]`` with heads contiguous within each sequence's row (a copy only if they are not), and the
-    row stride the kernels take: q/k/v sliced from one stacked projection are read in place."""
-    if x.stride(2) != 1 or x.stride(1) != x.shape[2]:
-        x = x.contiguous()
-    return x, x.stride(0)
 
 
 def rope_triton(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
