@@ -5,8 +5,9 @@
 #                                             benchmarks/decode_e2e.py (dense twin and LeanK at B8/32K)   ~4 min
 #   scripts/device_engine.sh kernels          decode-kernel config sweep (benchmarks/decode_attention.py --sweep),
 #                                             then the kernel table with the default config                ~5 min
-#   scripts/device_engine.sh memcheck         the decode kernels under compute-sanitizer memcheck (no caching
-#                                             allocator), then the kernel table                            ~5 min
+#   scripts/device_engine.sh memcheck         the decode kernels, then the engine's whole step (eagerly), under
+#                                             compute-sanitizer memcheck (no caching allocator), then the
+#                                             kernel table                                                  ~6 min
 #   scripts/device_engine.sh full [MODEL...]  benchmarks/decode_e2e.py, all variants and cells, capacity figure
 #                                             (both models unless named: llama-3.1-8b qwen2.5-7b)          ~8 min
 #
@@ -49,6 +50,8 @@ case $mode in
   memcheck)
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 run memcheck.log timeout 240 compute-sanitizer --tool memcheck --print-limit 20 \
       python3 scripts/memcheck_decode.py
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 run engine_memcheck.log timeout 330 compute-sanitizer --tool memcheck \
+      --print-limit 20 python3 scripts/memcheck_engine.py
     run decode_attention.log python3 benchmarks/decode_attention.py --out "$OUT/decode_attention.json" ;;
   full)
     models=("$@")
