@@ -27,8 +27,9 @@ time is the mean interval between the last ``--steps`` tokens handed to a stream
 at ``N`` tokens, at the read bandwidth ``read_tb_s`` measured in the same process) / the measured
 step time. A step only reads (weights and K/V), and reading runs faster than copying, so the copy
 figure ``copy_tb_s`` (read + write, also recorded) would let a step pass 100% of its roofline.
-``peak_gib`` = the largest allocation of the cell, weights included. The capacity figure: the largest batch at ``--capacity-tokens`` whose engine storage, weights and a small
-reserve fit ``--budget-gib``, for the dense twin and for LeanK, each then timed at that batch.
+``peak_gib`` = the largest allocation of the cell, weights included. The capacity figure: the
+largest batch at ``--capacity-tokens`` whose engine storage, weights and a small reserve fit
+``--budget-gib``, for the dense twin and for LeanK, each then timed at that batch.
 Cells that do not fit the free memory are recorded with the reason.
 """
 

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from leank_core.engine import LeanKEngine
+from leank_core.evaluation import left_padded
 from leank_core.mask import LeanKMask
 
 SHAPE = dict(vocab_size=300, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
@@ -41,12 +42,8 @@ def main() -> None:
             engine = LeanKEngine(model, mask, max_batch=4, max_len=160)
             engine.graphs.captured = lambda bucket, mode: True  # eager steps: see the module docstring
             engine.graphs.run = engine.graphs.step
-            rows = [torch.randint(3, 300, (n,)) for n in PROMPTS]
-            ids = torch.zeros(len(rows), max(PROMPTS), dtype=torch.long)
-            attn = torch.zeros_like(ids)
-            for i, row in enumerate(rows):
-                ids[i, ids.shape[1] - row.numel():], attn[i, ids.shape[1] - row.numel():] = row, 1
-            tokens = engine.generate(ids.cuda(), attn.cuda(), max_new_tokens=48)
+            ids, attn = left_padded([torch.randint(3, 300, (n,)).tolist() for n in PROMPTS], 0, model.device)
+            tokens = engine.generate(ids, attn, max_new_tokens=48)
             torch.cuda.synchronize()
             print(f"{config.model_type} {'LeanK' if mask else 'dense twin'}: {len(tokens)} sequences, "
                   f"{sum(t.numel() for t in tokens)} tokens decoded eagerly", flush=True)

@@ -2,8 +2,10 @@
 
 ``leank_split_kernel``: program ``(split, b * H_kv + rank)`` takes KV head ``h = work_order[rank]``
 of sequence ``b``: each sequence's heads that keep the most channels (the longest programs)
-start first and its light ones fill in behind them, which shortens the launch's tail; with
-every channel kept (the dense twin) this is plain head order. It computes, for the G query heads of
+start first and its light ones fill in behind them, the usual order for a short launch tail
+(its gain over plain head order was never measured on its own, and one global heaviest-first
+order measured within noise: ``benchmarks/results/decode_kernel_tries.txt``); with every
+channel kept (the dense twin) this is plain head order. It computes, for the G query heads of
 KV head ``h`` of sequence ``b`` (one ``[G, ...]`` tile, so K and V are read once per KV head),
 an unnormalised partial softmax (running max ``m`` in log2 units, sum ``l``, weighted values
 ``acc``) over one slice of that head's keys:
