@@ -78,8 +78,7 @@ class LayerLayout:
             if c > 0:
                 v_slot[h] = slot
                 slot += 1
-                first_row, heads = buckets.setdefault(c, (row, []))
-                heads.append(h)
+                buckets.setdefault(c, (row, []))[1].append(h)
             row += c
         return cls(
             counts=counts.to(torch.int32),
