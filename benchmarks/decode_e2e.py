@@ -288,6 +288,11 @@ def find(records, model, batch, tokens, variant) -> dict | None:
     return None
 
 
+def roofline_ms(record: dict) -> float:
+    """The step time the record's bytes would take at the read bandwidth."""
+    return record["ms_per_step"] * record["roofline_pct"] / 100
+
+
 def byte_bound(leank: dict, dense: dict, target: float) -> str:
     """What the bytes allow a LeanK/dense ratio, and what the target asks of each engine's time beyond its roofline.
 
@@ -296,7 +301,7 @@ def byte_bound(leank: dict, dense: dict, target: float) -> str:
     fewer bytes, and caps the ratio below the byte ratio. With equal time O beyond the rooflines R_dense and R_leank,
     (R_dense + O) / (R_leank + O) >= target holds only for O <= (R_dense - target * R_leank) / (target - 1).
     """
-    roof_l, roof_d = (r["ms_per_step"] * r["roofline_pct"] / 100 for r in (leank, dense))
+    roof_l, roof_d = roofline_ms(leank), roofline_ms(dense)
     allowed = (roof_d - target * roof_l) / (target - 1)
     return (f"; the bytes allow {roof_d / roof_l:.2f}x; time beyond the byte roofline per step: leank_engine "
             f"{leank['ms_per_step'] - roof_l:.2f} ms, dense_engine {dense['ms_per_step'] - roof_d:.2f} ms; "
@@ -338,14 +343,17 @@ def targets(result: dict) -> list[str]:
 def markdown(result: dict) -> str:
     lines = [f"{result['device']}; read bandwidth {result['read_tb_s']:.2f} TB/s (the roofline's; a copy reads + writes "
              f"{result['copy_tb_s']:.2f}); {result['method']}", "",
-             "| model | B | N | variant | tok/s | ms/step | roofline % | peak GiB |", "|---|---|---|---|---|---|---|---|"]
+             "| model | B | N | variant | tok/s | ms/step | roofline % | ms beyond roofline | peak GiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in result["records"]:
         head = f"| {r['model']} | {r['batch']} | {tokens_label(r['tokens'])} | {r['variant']} |"
         if "skipped" in r:
-            lines.append(f"{head} skipped: {r['skipped']} ||||")
+            lines.append(f"{head} skipped: {r['skipped']} |||||")
             continue
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
-        lines.append(f"{head} {r['tok_s']:.1f} | {r['ms_per_step']:.2f} | {r['roofline_pct']:.0f} | {peak} |")
+        beyond = r["ms_per_step"] - roofline_ms(r)
+        lines.append(f"{head} {r['tok_s']:.1f} | {r['ms_per_step']:.2f} | {r['roofline_pct']:.0f} | {beyond:.2f} "
+                     f"| {peak} |")
     for cap in result.get("capacity", []):
         parts = [f"{v} batch {cap[v]['batch']}, " + (f"{cap[v]['tok_s']:.1f} tok/s, peak {cap[v]['peak_gib']:.1f} GiB"
                                                      if cap[v].get("tok_s") else cap[v].get("skipped", ""))
