@@ -26,12 +26,15 @@ class StepGraphs:
         self.step, self.max_batch, self.device = step, max_batch, device
         self.graphs: dict[tuple[int, SamplingMode], torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
+        # Eager: every step runs as plain launches. Off the GPU there are no graphs; a tool that must see every
+        # allocation (compute-sanitizer without the caching allocator, where capture cannot run) sets it too.
+        self.eager = device.type != "cuda"
 
     def bucket(self, batch: int) -> int:
         return min(1 << (batch - 1).bit_length(), self.max_batch)
 
     def captured(self, bucket: int, mode: SamplingMode) -> bool:
-        return self.device.type != "cuda" or (bucket, mode) in self.graphs
+        return self.eager or (bucket, mode) in self.graphs
 
     def capture(self, bucket: int, mode: SamplingMode) -> None:
         """Warm up and capture (overwrites the rows of the bucket; see module docstring)."""
@@ -49,7 +52,7 @@ class StepGraphs:
         self.graphs[(bucket, mode)] = graph
 
     def run(self, bucket: int, mode: SamplingMode) -> None:
-        if self.device.type != "cuda":
+        if self.eager:
             self.step(bucket, mode)
             return
         self.graphs[(bucket, mode)].replay()
