@@ -293,6 +293,11 @@ def roofline_ms(record: dict) -> float:
     return record["ms_per_step"] * record["roofline_pct"] / 100
 
 
+def beyond_roofline_ms(record: dict) -> float:
+    """How much longer the step took than its bytes need at the read bandwidth."""
+    return record["ms_per_step"] - roofline_ms(record)
+
+
 def byte_bound(leank: dict, dense: dict, target: float) -> str:
     """What the bytes allow a LeanK/dense ratio, and what the target asks of each engine's time beyond its roofline.
 
@@ -304,7 +309,7 @@ def byte_bound(leank: dict, dense: dict, target: float) -> str:
     roof_l, roof_d = roofline_ms(leank), roofline_ms(dense)
     allowed = (roof_d - target * roof_l) / (target - 1)
     return (f"; the bytes allow {roof_d / roof_l:.2f}x; time beyond the byte roofline per step: leank_engine "
-            f"{leank['ms_per_step'] - roof_l:.2f} ms, dense_engine {dense['ms_per_step'] - roof_d:.2f} ms; "
+            f"{beyond_roofline_ms(leank):.2f} ms, dense_engine {beyond_roofline_ms(dense):.2f} ms; "
             f"{target}x needs both within {allowed:.2f} ms")
 
 
@@ -351,9 +356,8 @@ def markdown(result: dict) -> str:
             lines.append(f"{head} skipped: {r['skipped']} |||||")
             continue
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
-        beyond = r["ms_per_step"] - roofline_ms(r)
-        lines.append(f"{head} {r['tok_s']:.1f} | {r['ms_per_step']:.2f} | {r['roofline_pct']:.0f} | {beyond:.2f} "
-                     f"| {peak} |")
+        lines.append(f"{head} {r['tok_s']:.1f} | {r['ms_per_step']:.2f} | {r['roofline_pct']:.0f} | "
+                     f"{beyond_roofline_ms(r):.2f} | {peak} |")
     for cap in result.get("capacity", []):
         parts = [f"{v} batch {cap[v]['batch']}, " + (f"{cap[v]['tok_s']:.1f} tok/s, peak {cap[v]['peak_gib']:.1f} GiB"
                                                      if cap[v].get("tok_s") else cap[v].get("skipped", ""))
